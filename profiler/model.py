@@ -1,0 +1,82 @@
+"""Plain typed data passed between the pipeline stages.
+
+capture -> RawSample -> unwind -> UnwoundStack -> symbolize -> aggregate -> emit.
+Nothing in here knows about BPF, ELF or output formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Mapping(NamedTuple):
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    offset: int
+    perms: str
+    path: str
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+
+@dataclass(slots=True)
+class RawSample:
+    """What the sampler saw at one interrupt of one thread (or one snapshot line)."""
+
+    arch: str                     # "x86_64" or "aarch64"
+    regs: dict[str, int]          # pc, sp, fp, lr (aarch64); other names optional
+    stack_base: int               # address of stack[0]; equals regs["sp"]
+    stack: bytes                  # raw user-stack bytes copied upward from stack_base
+    mappings: tuple[Mapping, ...]
+    memory: tuple[tuple[int, bytes], ...] = ()  # extra readable memory, e.g. the vDSO
+    pac_mask: int | None = None   # aarch64 pointer-authentication bits of code addresses
+    pid: int = 0
+    tid: int = 0
+    comm: str = ""
+    time_ns: int = 0
+    cpu: int = 0
+    kernel_stack: tuple[int, ...] = ()
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+class Frame(NamedTuple):
+    """One unwound frame.  `method` says how this frame's caller was found."""
+
+    pc: int
+    cfa: int | None
+    method: str
+    object: str
+    exact: bool = False  # pc is an interrupted pc (frame 0, or above a signal frame)
+
+
+class UnwoundStack(NamedTuple):
+    """A call chain, innermost first, with its verdict."""
+
+    frames: tuple[Frame, ...]
+    reliable: bool
+    reason: str  # "" when reliable, else one of REASONS
+
+
+# Stable reason codes for unreliable chains.  Never change or reuse a code.
+REASONS = {
+    "no-unwind-info": "a pc had neither SFrame nor CFI data; the rest was walked with "
+                      "frame pointers (or the walk stopped)",
+    "stack-truncated": "a read fell outside the copied stack bytes",
+    "cfa-not-increasing": "a step did not move the CFA up the stack",
+    "cfa-misaligned": "a CFA was not aligned to the ABI's stack alignment",
+    "ra-not-executable": "a return address is not in an executable mapping (or is 0)",
+    "trampoline": "a return address points into a trampoline such as [uprobes]",
+    "bad-sframe": "the object's .sframe section is corrupt",
+    "bad-cfi": "the object's .eh_frame/.debug_frame is corrupt",
+    "pc-not-mapped": "the sampled pc is not in an executable mapping",
+    "object-unavailable": "a mapped file could not be opened or parsed",
+    "ra-in-lr": "unwind data says the RA is in the link register below frame 0",
+    "register-rule": "unwind data needs a register value that is only known in frame 0",
+    "unsupported-rule": "the CFI row uses an expression the unwinder does not evaluate",
+    "too-deep": "the chain exceeded the frame limit",
+}

@@ -1,0 +1,184 @@
+"""One mapped ELF object: its load segments, unwind tables and code bytes.
+
+pyelftools is the container reader: it finds the segments and sections.  The
+`.sframe` section is found by name, by section type SHT_GNU_SFRAME or by the
+PT_GNU_SFRAME program header, and decoded by profiler.sframe.  `.eh_frame` /
+`.debug_frame` CFI comes from profiler.cfi and is loaded only when needed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import TYPE_CHECKING, BinaryIO
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from profiler.sframe import constants as C
+from profiler.sframe.section import SFrameError, SFrameSection
+
+if TYPE_CHECKING:
+    from profiler.cfi import CfiTable
+
+
+class ObjectError(Exception):
+    """The file is missing, unreadable or not an ELF file we can use."""
+
+
+_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
+
+
+class ObjectFile:
+    """An ELF file (on disk or in memory, like the vDSO) as the unwinder sees it."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.name = name
+        self._stream = stream
+        try:
+            self.elf = ELFFile(stream)
+            self.machine = self.elf["e_machine"]
+            self.arch = _MACHINES.get(self.machine, self.machine)
+            self.loads = [
+                (s["p_vaddr"], s["p_offset"], s["p_filesz"], s["p_memsz"], s["p_flags"])
+                for s in self.elf.iter_segments() if s["p_type"] == "PT_LOAD"
+            ]
+            self._sections = [
+                (s.name, s["sh_type"], s["sh_addr"], s["sh_offset"], s["sh_size"])
+                for s in self.elf.iter_sections()
+            ]
+        except (ELFError, ValueError, KeyError, OSError, Exception) as exc:  # noqa: BLE001
+            # pyelftools raises many exception types (construct errors among them)
+            # on a damaged file; they all mean the same thing to us.
+            raise ObjectError(f"{name}: not a usable ELF file ({exc})") from None
+        self._sframe_loaded = False
+        self._sframe: SFrameSection | None = None
+        self.sframe_error: str | None = None
+        self._cfi_loaded = False
+        self._cfi: CfiTable | None = None
+        self.cfi_error: str | None = None
+        self.plt_ranges = [
+            (addr, addr + size) for name, _t, addr, _o, size in self._sections
+            if name in (".plt", ".plt.sec", ".plt.got", ".iplt") and size
+        ]
+
+    @classmethod
+    def open(cls, path: str, name: str | None = None) -> ObjectFile:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ObjectError(f"{name or path}: cannot read ({exc.strerror})") from None
+        return cls(io.BytesIO(data), name or path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str) -> ObjectFile:
+        return cls(io.BytesIO(data), name)
+
+    # -- segments -------------------------------------------------------------
+
+    def load_bias(self, map_start: int, map_offset: int) -> int:
+        """Runtime minus link-time address for a mapping of this file at `map_offset`."""
+        for slack in (0, 0xFFF, 0xFFFF):
+            for vaddr, offset, filesz, _memsz, _flags in self.loads:
+                if (offset & ~slack) <= map_offset < offset + max(filesz, 1):
+                    return map_start - (vaddr + map_offset - offset)
+        return map_start - map_offset
+
+    def read_code(self, vaddr: int, size: int) -> bytes:
+        """Bytes of the file image at link-time `vaddr` (empty if outside every segment)."""
+        for seg_vaddr, offset, filesz, _memsz, _flags in self.loads:
+            if seg_vaddr <= vaddr and vaddr + size <= seg_vaddr + filesz:
+                self._stream.seek(offset + vaddr - seg_vaddr)
+                return self._stream.read(size)
+        return b""
+
+    def in_plt(self, vaddr: int) -> bool:
+        return any(lo <= vaddr < hi for lo, hi in self.plt_ranges)
+
+    # -- unwind tables --------------------------------------------------------
+
+    @property
+    def sframe(self) -> SFrameSection | None:
+        """The decoded .sframe section, or None (reason in `sframe_error` if corrupt)."""
+        if not self._sframe_loaded:
+            self._sframe_loaded = True
+            try:
+                self._sframe = self._load_sframe()
+            except SFrameError as exc:
+                self.sframe_error = str(exc)
+        return self._sframe
+
+    def find_sframe_location(self) -> tuple[int, int, int] | None:
+        """(link-time address, file offset, size) of the SFrame section, if any."""
+        for name, sh_type, addr, offset, size in self._sections:
+            if name == ".sframe" or sh_type == C.SHT_GNU_SFRAME or sh_type == "SHT_GNU_SFRAME":
+                return addr, offset, size
+        for seg in self.elf.iter_segments():
+            if seg["p_type"] in (C.PT_GNU_SFRAME, "PT_GNU_SFRAME"):
+                return seg["p_vaddr"], seg["p_offset"], seg["p_filesz"]
+        return None
+
+    def _load_sframe(self) -> SFrameSection | None:
+        loc = self.find_sframe_location()
+        if loc is None:
+            return None
+        addr, offset, size = loc
+        if size == 0:
+            return None
+        self._stream.seek(offset)
+        data = self._stream.read(size)
+        if len(data) != size:
+            raise SFrameError(f"{self.name}: bad .sframe: section runs past the end of the file")
+        return SFrameSection(data, addr, self.name)
+
+    @property
+    def cfi(self) -> CfiTable | None:
+        """The .eh_frame/.debug_frame table, or None (reason in `cfi_error` if corrupt)."""
+        if not self._cfi_loaded:
+            self._cfi_loaded = True
+            from profiler.cfi import CfiError, CfiTable
+            try:
+                self._cfi = CfiTable.from_elf(self.elf, self.name)
+            except CfiError as exc:
+                self.cfi_error = str(exc)
+        return self._cfi
+
+
+class ObjectCache:
+    """Opens each file once; resolves absolute mapping paths under an optional root."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root
+        self._by_path: dict[str, ObjectFile | None] = {}
+        self.errors: dict[str, str] = {}
+
+    def resolve(self, path: str) -> str:
+        if self.root and path.startswith("/"):
+            return os.path.join(self.root, path.lstrip("/"))
+        return path
+
+    def get(self, path: str) -> ObjectFile | None:
+        if path in self._by_path:
+            return self._by_path[path]
+        obj: ObjectFile | None
+        try:
+            obj = ObjectFile.open(self.resolve(path), path)
+        except ObjectError as exc:
+            self.errors[path] = str(exc)
+            obj = None
+        self._by_path[path] = obj
+        return obj
+
+    def get_image(self, key: str, data: bytes) -> ObjectFile | None:
+        """An ELF image held in memory (the vDSO), cached under `key`."""
+        if key in self._by_path:
+            return self._by_path[key]
+        obj: ObjectFile | None
+        try:
+            obj = ObjectFile.from_bytes(data, key)
+        except ObjectError as exc:
+            self.errors[key] = str(exc)
+            obj = None
+        self._by_path[key] = obj
+        return obj
