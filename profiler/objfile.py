@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from profiler.rules import Rule
 from profiler.sframe import constants as C
 from profiler.sframe.section import SFrameError, SFrameSection
 
@@ -27,6 +28,12 @@ class ObjectError(Exception):
 
 
 _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
+
+# The kernel's rt_sigreturn trampolines, recognised by their code.
+SIGRETURN_CODE = {
+    "x86_64": bytes.fromhex("48c7c00f0000000f05"),    # mov $15,%rax; syscall
+    "aarch64": bytes.fromhex("68118052010000d4"),     # mov x8,#139; svc #0
+}
 
 
 class ObjectFile:
@@ -57,6 +64,8 @@ class ObjectFile:
         self._cfi_loaded = False
         self._cfi: CfiTable | None = None
         self.cfi_error: str | None = None
+        self._rule_memo: dict[int, tuple[Rule | None, str]] = {}
+        self._sig_memo: dict[int, bool] = {}
         self.plt_ranges = [
             (addr, addr + size) for name, _t, addr, _o, size in self._sections
             if name in (".plt", ".plt.sec", ".plt.got", ".iplt") and size
@@ -97,6 +106,51 @@ class ObjectFile:
         return any(lo <= vaddr < hi for lo, hi in self.plt_ranges)
 
     # -- unwind tables --------------------------------------------------------
+
+    def lookup_rule(self, vaddr: int) -> tuple[Rule | None, str]:
+        """(rule, method) at link-time `vaddr`, memoized.
+
+        method is "sframe" or "eh_frame" with a rule; with no rule it is "" (no
+        unwind info) or the reason the tables are unusable ("bad-sframe", "bad-cfi").
+        """
+        hit = self._rule_memo.get(vaddr)
+        if hit is None:
+            hit = self._lookup_rule(vaddr)
+            self._rule_memo[vaddr] = hit
+        return hit
+
+    def _lookup_rule(self, vaddr: int) -> tuple[Rule | None, str]:
+        from profiler.cfi import CfiError
+        sf = self.sframe
+        if sf is not None:
+            try:
+                rule = sf.find_rule(vaddr)
+            except SFrameError:
+                return None, "bad-sframe"
+            if rule is not None:
+                return rule, "sframe"
+        elif self.sframe_error is not None:
+            return None, "bad-sframe"
+        cfi = self.cfi
+        if cfi is not None:
+            try:
+                rule = cfi.find(vaddr)
+            except CfiError:
+                return None, "bad-cfi"
+            if rule is not None:
+                return rule, "eh_frame"
+        elif self.cfi_error is not None and sf is None:
+            return None, "bad-cfi"
+        return None, ""
+
+    def is_sigreturn(self, vaddr: int) -> bool:
+        """Whether link-time `vaddr` is the start of an rt_sigreturn trampoline."""
+        hit = self._sig_memo.get(vaddr)
+        if hit is None:
+            code = SIGRETURN_CODE.get(self.arch, b"-")
+            hit = self.read_code(vaddr, len(code)) == code
+            self._sig_memo[vaddr] = hit
+        return hit
 
     @property
     def sframe(self) -> SFrameSection | None:

@@ -19,14 +19,11 @@ import struct
 
 from profiler import rules as R
 from profiler.model import Frame, Mapping, RawSample, UnwoundStack
-from profiler.objfile import ObjectCache, ObjectFile
-from profiler.sframe.section import SFrameError
+from profiler.objfile import SIGRETURN_CODE, ObjectCache, ObjectFile
 
 MAX_FRAMES = 512
 
 _U64 = struct.Struct("<Q")
-_X86_SIGRETURN = bytes.fromhex("48c7c00f0000000f05")     # mov $15,%rax; syscall
-_A64_SIGRETURN = bytes.fromhex("68118052" "010000d4")    # mov x8,#139; svc #0
 # aarch64 rt_sigframe: siginfo (128) + ucontext; uc_mcontext at +176, regs at +8.
 _A64_SIGCTX_REGS = 128 + 176 + 8
 # x86_64: SP points at the ucontext; uc_mcontext.gregs at +40.
@@ -191,34 +188,20 @@ class _Walk:
                     continue
                 return self._last
             # Signal trampolines are recognised by their code, at the exact pc.
-            if self.is_sigreturn(pc):
+            if (obj.is_sigreturn(pc - bias) if obj is not None else self.is_sigreturn(pc)):
                 if not self.sigframe_step(m.path):
                     return self._last
                 continue
-            lookup = pc if self.exact else pc - 1
             rule = None
             method = ""
             if obj is not None and not self.fp_only:
-                lt = lookup - bias
-                sf = obj.sframe
-                if sf is not None:
-                    try:
-                        rule = sf.find_rule(lt)
-                    except SFrameError:
-                        return self.end(m.path, "bad-sframe")
-                    method = "sframe"
-                elif obj.sframe_error is not None:
-                    return self.end(m.path, "bad-sframe")
+                lt = (pc if self.exact else pc - 1) - bias
+                rule, method = obj.lookup_rule(lt)
                 if rule is None:
-                    cfi = obj.cfi
-                    if cfi is not None:
-                        rule = cfi.find(lt)
-                        method = "eh_frame"
-                    elif obj.cfi_error is not None and sf is None:
-                        return self.end(m.path, "bad-cfi")
-                if rule is None and self.a64 and self.topmost and obj.in_plt(lt):
-                    rule = _A64_PLT_RULE
-                    method = "plt"
+                    if method:  # "bad-sframe" or "bad-cfi"
+                        return self.end(m.path, method)
+                    if self.a64 and self.topmost and obj.in_plt(lt):
+                        rule, method = _A64_PLT_RULE, "plt"
             if rule is None:
                 if self.fp_step(m.path, "no-unwind-info"):
                     continue
@@ -343,7 +326,7 @@ class _Walk:
         return self.advance(ra, fp + 16, saved_fp, "fp", obj)
 
     def is_sigreturn(self, pc: int) -> bool:
-        code = _A64_SIGRETURN if self.a64 else _X86_SIGRETURN
+        code = SIGRETURN_CODE[self.arch]
         return self.space.read_code(pc, len(code)) == code
 
     def sigframe_step(self, obj: str) -> bool:
