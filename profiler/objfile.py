@@ -32,7 +32,7 @@ _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 # The kernel's rt_sigreturn trampolines, recognised by their code.
 SIGRETURN_CODE = {
     "x86_64": bytes.fromhex("48c7c00f0000000f05"),    # mov $15,%rax; syscall
-    "aarch64": bytes.fromhex("68118052010000d4"),     # mov x8,#139; svc #0
+    "aarch64": bytes.fromhex("681180d2010000d4"),     # mov x8,#139; svc #0
 }
 
 
