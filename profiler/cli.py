@@ -12,12 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from profiler.errors import SframeProfError
-from profiler.objfile import ObjectError, ObjectFile
+from profiler.objfile import ObjectCache, ObjectError, ObjectFile
 from profiler.sframe.dump import COMPAT, dump_section
 from profiler.sframe.section import SFrameError
 from profiler.snapshots import SnapshotError, read_snapshots, result_json
 from profiler.unwind import Unwinder
-from profiler.objfile import ObjectCache
 
 
 def cmd_sframe_dump(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ class ObjectFile:
                 (s["p_vaddr"], s["p_offset"], s["p_filesz"], s["p_memsz"], s["p_flags"])
                 for s in self.elf.iter_segments() if s["p_type"] == "PT_LOAD"
             ]
-            self._sections = [
+            self._sections: list[tuple[str, object, int, int, int]] = [
                 (s.name, s["sh_type"], s["sh_addr"], s["sh_offset"], s["sh_size"])
                 for s in self.elf.iter_sections()
             ]
@@ -166,7 +166,7 @@ class ObjectFile:
     def find_sframe_location(self) -> tuple[int, int, int] | None:
         """(link-time address, file offset, size) of the SFrame section, if any."""
         for name, sh_type, addr, offset, size in self._sections:
-            if name == ".sframe" or sh_type == C.SHT_GNU_SFRAME or sh_type == "SHT_GNU_SFRAME":
+            if name == ".sframe" or sh_type in (C.SHT_GNU_SFRAME, "SHT_GNU_SFRAME"):
                 return addr, offset, size
         for seg in self.elf.iter_segments():
             if seg["p_type"] in (C.PT_GNU_SFRAME, "PT_GNU_SFRAME"):

@@ -80,7 +80,7 @@ def _fre_columns(sec: SFrameSection, fde: FDE, fre: FRE,
 
 
 def dump_function(sec: SFrameSection, fde: FDE, compat: str = "2.46") -> list[str]:
-    line = f"    func idx [{fde.index}]: pc = 0x{fde.func_start:x}, size = {fde.func_size} bytes"
+    line = f"    func idx [{fde.idx}]: pc = 0x{fde.func_start:x}, size = {fde.func_size} bytes"
     attr = ""
     if sec.version == C.SFRAME_VERSION_3:
         if fde.signal:

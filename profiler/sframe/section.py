@@ -34,7 +34,7 @@ class FDE(NamedTuple):
     sub-section (for V3 this is past the 5-byte attribute record).
     """
 
-    index: int
+    idx: int
     func_start: int
     func_size: int
     fre_off: int
@@ -210,14 +210,14 @@ class SFrameSection:
             for a, b in zip(fdes, fdes[1:]):
                 if b.func_start < a.func_start:
                     raise self._fail(f"FDEs not sorted although FDE_SORTED is set: FDE "
-                                     f"{b.index} starts at 0x{b.func_start:x}, before FDE "
-                                     f"{a.index} at 0x{a.func_start:x}")
+                                     f"{b.idx} starts at 0x{b.func_start:x}, before FDE "
+                                     f"{a.idx} at 0x{a.func_start:x}")
         else:
             order = sorted(fdes, key=lambda f: f.func_start)
         for a, b in zip(order, order[1:]):
             if a.func_size and a.func_start + a.func_size > b.func_start:
-                raise self._fail(f"FDE {a.index} [0x{a.func_start:x}, "
-                                 f"0x{a.func_start + a.func_size:x}) overlaps FDE {b.index} "
+                raise self._fail(f"FDE {a.idx} [0x{a.func_start:x}, "
+                                 f"0x{a.func_start + a.func_size:x}) overlaps FDE {b.idx} "
                                  f"at 0x{b.func_start:x}")
         self._order = order
         self._starts = array("Q", (f.func_start for f in order))
@@ -236,10 +236,10 @@ class SFrameSection:
 
     def get_fres(self, fde: FDE) -> list[FRE]:
         """Decode (once) and return the FREs of one function."""
-        fres = self._fre_cache.get(fde.index)
+        fres = self._fre_cache.get(fde.idx)
         if fres is None:
             fres = self._decode_fres(fde)
-            self._fre_cache[fde.index] = fres
+            self._fre_cache[fde.idx] = fres
         return fres
 
     def _decode_fres(self, fde: FDE) -> list[FRE]:
@@ -252,35 +252,35 @@ class SFrameSection:
         flex = self.version == C.SFRAME_VERSION_3 and fde.fde_type == C.SFRAME_FDE_TYPE_FLEX
         if self.version == C.SFRAME_VERSION_3 and fde.fde_type not in (
                 C.SFRAME_FDE_TYPE_DEFAULT, C.SFRAME_FDE_TYPE_FLEX):
-            raise self._fail(f"FDE {fde.index}: unknown FDE type {fde.fde_type}")
+            raise self._fail(f"FDE {fde.idx}: unknown FDE type {fde.fde_type}")
         max_words = C.MAX_FLEX_WORDS if flex else C.MAX_DEFAULT_WORDS
         out: list[FRE] = []
         prev = -1
         for j in range(fde.num_fres):
             if pos + start_size + 1 > end:
-                raise self._fail(f"FDE {fde.index}: FRE {j} runs off the end of the FRE "
+                raise self._fail(f"FDE {fde.idx}: FRE {j} runs off the end of the FRE "
                                  f"sub-section")
             start = struct.unpack_from(start_fmt, d, pos)[0]
             info = d[pos + start_size]
             pos += start_size + 1
             code = (info >> 5) & 3
             if code not in C.WORD_SIZE:
-                raise self._fail(f"FDE {fde.index}: FRE {j} has invalid word size code {code}")
+                raise self._fail(f"FDE {fde.idx}: FRE {j} has invalid word size code {code}")
             nwords = (info >> 1) & 0xF
             if nwords > max_words:
-                raise self._fail(f"FDE {fde.index}: FRE {j} has {nwords} data words "
+                raise self._fail(f"FDE {fde.idx}: FRE {j} has {nwords} data words "
                                  f"(at most {max_words})")
             size = C.WORD_SIZE[code]
             if pos + nwords * size > end:
-                raise self._fail(f"FDE {fde.index}: FRE {j} runs off the end of the FRE "
+                raise self._fail(f"FDE {fde.idx}: FRE {j} runs off the end of the FRE "
                                  f"sub-section")
             words = struct.unpack_from(e + word_fmt[size] * nwords, d, pos)
             pos += nwords * size
             if start <= prev:
-                raise self._fail(f"FDE {fde.index}: FRE {j} start 0x{start:x} not above "
+                raise self._fail(f"FDE {fde.idx}: FRE {j} start 0x{start:x} not above "
                                  f"the previous 0x{prev:x}")
             if fde.pc_type == C.SFRAME_PC_TYPE_INC and start > fde.func_size:
-                raise self._fail(f"FDE {fde.index}: FRE {j} starts at 0x{start:x}, past the "
+                raise self._fail(f"FDE {fde.idx}: FRE {j} starts at 0x{start:x}, past the "
                                  f"{fde.func_size}-byte function")
             prev = start
             out.append(FRE(start, info, words))
@@ -292,7 +292,7 @@ class SFrameSection:
         off = pc - fde.func_start
         if fde.pc_type == C.SFRAME_PC_TYPE_MASK:
             if fde.rep_size == 0:
-                raise self._fail(f"FDE {fde.index}: PC-mask FDE with repeat size 0")
+                raise self._fail(f"FDE {fde.idx}: PC-mask FDE with repeat size 0")
             off %= fde.rep_size
         lo, hi = 0, len(fres)
         while lo < hi:
@@ -316,10 +316,10 @@ class SFrameSection:
         i = self.find_fre(fde, pc)
         if i < 0:
             return None
-        cached = self._rule_cache.get(fde.index)
+        cached = self._rule_cache.get(fde.idx)
         if cached is None:
             cached = [None] * fde.num_fres
-            self._rule_cache[fde.index] = cached
+            self._rule_cache[fde.idx] = cached
         rule = cached[i]
         if rule is None:
             rule = self.fre_rule(fde, self.get_fres(fde)[i])
@@ -349,7 +349,7 @@ class SFrameSection:
         else:
             ra_kind, ra_off, fp_idx = rules.LOC_SAME, 0, 2
         if n > fp_idx + 1:
-            raise self._fail(f"FDE {fde.index}: FRE at +0x{fre.start:x} has {n} data words, "
+            raise self._fail(f"FDE {fde.idx}: FRE at +0x{fre.start:x} has {n} data words, "
                              f"more than a default FDE of {self.abi_name} uses")
         if n > fp_idx:
             fp_kind, fp_off = rules.LOC_CFA_DEREF, w[fp_idx]
@@ -365,17 +365,17 @@ class SFrameSection:
         w = fre.words
         n = len(w)
         if n not in (2, 3, 4, 5, 6):
-            raise self._fail(f"FDE {fde.index}: flex FRE at +0x{fre.start:x} has {n} words")
+            raise self._fail(f"FDE {fde.idx}: flex FRE at +0x{fre.start:x} has {n} words")
         ctl = w[0] & mask
         if not ctl & 1:
-            raise self._fail(f"FDE {fde.index}: flex FRE at +0x{fre.start:x}: CFA not "
+            raise self._fail(f"FDE {fde.idx}: flex FRE at +0x{fre.start:x}: CFA not "
                              f"register based")
         cfa_reg, cfa_deref = ctl >> 3, bool(ctl & 2)
         rest = n - 2
         pos = 2
         if rest in (1, 3):      # single padding word in the RA slot
             if w[2] != 0:
-                raise self._fail(f"FDE {fde.index}: flex FRE at +0x{fre.start:x}: nonzero "
+                raise self._fail(f"FDE {fde.idx}: flex FRE at +0x{fre.start:x}: nonzero "
                                  f"RA padding word")
             ra_loc = None
             pos = 3
@@ -399,7 +399,7 @@ class SFrameSection:
         reg_p, deref = ctl & 1, bool(ctl & 2)
         if not reg_p:
             if not deref:
-                raise self._fail(f"FDE {fde.index}: flex FRE at +0x{fre.start:x}: "
+                raise self._fail(f"FDE {fde.idx}: flex FRE at +0x{fre.start:x}: "
                                  f"invalid control word {ctl}")
             return (rules.LOC_CFA_DEREF, 0, off)
         return (rules.LOC_REG_DEREF if deref else rules.LOC_REG, ctl >> 3, off)
