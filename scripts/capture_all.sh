@@ -44,8 +44,10 @@ cp "$REPO/scripts/capture_gt.py" "$SID/sfp/"
 in_sid() { chroot "$SID" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C "$@"; }
 
 capture_x86() {   # variant seed
-  local v=$1 seed=$2
-  in_sid GT_OUT=/sfp/out/$v.bp.jsonl GT_N=$X86_BP GT_SEED=$seed GT_VARIANT=$v \
+  local v=$1 seed=$2 extra=""
+  # DRAP variants: many more stops inside drap_frame's realigning prologue/epilogue
+  [[ $v == *-drap ]] && extra="drap_frame:60,drap_frame:60,drap_frame:60,drap_frame:60,drap_frame:20,drap_frame:20"
+  in_sid GT_OUT=/sfp/out/$v.bp.jsonl GT_BPS_EXTRA=$extra GT_N=$X86_BP GT_SEED=$seed GT_VARIANT=$v \
     timeout 600 gdb -q -nx -batch -x /sfp/capture_gt.py \
       --args /targets/$v/prog 0 $LEAF_N 1 $TICK_US > "$LOGDIR/$v.bp.log" 2>&1 || echo "$v: bp gdb rc=$?"
   # attach mode: a free-running process (ASLR on), stopped at arbitrary points
@@ -114,3 +116,30 @@ for p in sorted(paths):
     shutil.copymode(src, dst)
 print("root/: %d files" % len(paths))
 EOF
+
+# summary table (markdown) for tests/snapshots/README.md
+python3 - "$SNAP" <<'EOF2'
+import gzip, json, os, sys, glob
+snap = sys.argv[1]
+print("| file | snapshots | expected frames | expected_complete | signal frames | worker-thread | qsort callback | DRAP frame | in libsfpshape |")
+print("|---|---|---|---|---|---|---|---|---|")
+tot = {}
+for f in sorted(glob.glob(os.path.join(snap, "*.jsonl.gz"))):
+    n = fr = comp = sig = thr = cb = drap = shl = 0
+    with gzip.open(f, "rt") as fh:
+        for line in fh:
+            r = json.loads(line)
+            funcs = [x or "" for x in r.get("expected_funcs", [])]
+            n += 1; fr += len(r["expected"]); comp += bool(r.get("expected_complete"))
+            sig += "SIGTRAMP" in r.get("expected_types", [])
+            thr += "worker" in funcs
+            cb += "by_value" in funcs
+            drap += "drap_frame" in funcs
+            shl += any(x.startswith("shl_") for x in funcs)
+    row = (n, fr, comp, sig, thr, cb, drap, shl)
+    arch = "aarch64" if "-aarch64-" in f else "x86_64"
+    tot[arch] = [a + b for a, b in zip(tot.get(arch, [0] * 8), row)]
+    print("| %s | %s |" % (os.path.basename(f), " | ".join(map(str, row))))
+for arch, row in sorted(tot.items()):
+    print("| **total %s** | %s |" % (arch, " | ".join(map(str, row))))
+EOF2

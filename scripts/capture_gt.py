@@ -23,6 +23,7 @@
 #   GT_SEED     RNG seed (default 1)              GT_MAXSTEP max random stepi (300)
 #   GT_VARIANT  variant name put in id/variant    GT_BPS     comma list of functions
 #   GT_PBP      probability of stopping at the breakpoint itself (default 0.25)
+#   GT_BPS_EXTRA  more FUNC[:MAXSTEP] entries (weights a function, e.g. drap_frame:40)
 import base64
 import json
 import os
@@ -46,7 +47,10 @@ DEFAULT_BPS = ("leaf,nest1,nest2,nest3,deep,hook_target,call_hook,by_value,sort_
                "drap_frame,shl_apply,shl_leaf,"
                # PLT stubs: stopped in with 0..3 stepi, so frame 0 is inside the stub
                "qsort@plt,raise@plt,memset@plt,shl_apply@plt,shl_leaf@plt")
-BPS = [b for b in os.environ.get("GT_BPS", DEFAULT_BPS).split(",") if b]
+# entries are FUNC or FUNC:MAXSTEP (a smaller random stepi range for that breakpoint);
+# an entry may repeat to weight it.  GT_BPS_EXTRA is appended to the list.
+BPS = [b for b in (os.environ.get("GT_BPS", DEFAULT_BPS) + ","
+                   + os.environ.get("GT_BPS_EXTRA", "")).split(",") if b]
 FRAME_LIMIT = 256
 PAGE = 4096
 M64 = (1 << 64) - 1
@@ -279,7 +283,9 @@ def run_bp(cap):
     # only the thread being stepped moves during stepi (must follow a live target)
     quiet("set scheduler-locking step")
     bps = []
-    for fn in BPS:
+    maxstep = {}
+    for ent in BPS:
+        fn, _, ms = ent.partition(":")
         try:
             if not gdb.lookup_global_symbol(fn) and not gdb.lookup_static_symbol(fn):
                 # no debug symbol (e.g. a name that only exists in some variants)
@@ -290,6 +296,7 @@ def run_bp(cap):
         b = gdb.Breakpoint(fn, internal=False)
         b.enabled = False
         bps.append(b)
+        maxstep[b.number] = int(ms) if ms else MAXSTEP
     print("GT: breakpoints on", ", ".join(b.location for b in bps))
     t0 = time.time()
     stop = 0
@@ -334,7 +341,7 @@ def run_bp(cap):
         elif rng.random() < PBP:
             k = 0
         else:
-            k = rng.randint(1, MAXSTEP)
+            k = rng.randint(1, maxstep[b.number])
         if k == 0:
             event = "bp:%s" % b.location
         else:
