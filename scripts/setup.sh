@@ -29,7 +29,9 @@ APT_OPTS=(-o DPkg::Lock::Timeout=600)
 BASE_PACKAGES=(
     python3 python3-venv python3-pip
     python3-bpfcc bpfcc-tools
-    binutils gcc golang-go gdb gzip
+    binutils gcc golang-go gdb gzip linux-perf
+    # aarch64 cross tools and libc: the CFI tests compile and read arm64 objects
+    gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
 )
 
 log() { printf '==> %s\n' "$*"; }

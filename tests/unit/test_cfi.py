@@ -583,7 +583,7 @@ def compare_file(path, fde_sample=None, seed=0, table=None, select=None, entries
 
 def _compile(tmp_path_factory, cc, flags, name, source=SMALL_C, asm=None):
     if shutil.which(cc) is None:
-        pytest.skip(f"{cc} not installed")
+        pytest.fail(f"{cc} not installed: run scripts/setup.sh")
     d = tmp_path_factory.mktemp("cfi")
     srcs = [d / "t.c"]
     srcs[0].write_text(source)
@@ -708,8 +708,8 @@ def test_aarch64_unsigned_build_has_no_mangled_rows(tmp_path_factory):
     assert stats["mangled"] == 0 and stats["unmangled"] > 0
 
 
-@pytest.mark.skipif(not os.path.exists(A64_LIBC), reason="arm64 cross libc not installed")
 def test_aarch64_cross_libc():
+    _need(A64_LIBC)
     stats = compare_file(A64_LIBC, fde_sample=LIBC_FDE_SAMPLE, seed=2)
     assert stats["fdes"] >= 300
 
@@ -720,7 +720,7 @@ def test_aarch64_cross_libc():
 
 def _need(path):
     if not os.path.exists(path):
-        pytest.skip(f"{path} not present")
+        pytest.fail(f"{path} not present: run scripts/setup.sh")
 
 
 def test_host_libc_fdes():
@@ -770,18 +770,18 @@ def test_vdso(tmp_path):
             if line.rstrip().endswith("[vdso]"):
                 start, end = (int(x, 16) for x in line.split()[0].split("-"))
     if start is None:
-        pytest.skip("no [vdso] mapping")
+        pytest.fail("no [vdso] mapping")
     try:
         with open("/proc/self/mem", "rb") as m:
             m.seek(start)
             image = m.read(end - start)
     except OSError as e:
-        pytest.skip(f"cannot read the vDSO: {e}")
+        pytest.fail(f"cannot read the vDSO: {e}")
     path = tmp_path / "vdso.so"
     path.write_bytes(image)
     table, machine = load(path)
     if table is None:
-        pytest.skip("vDSO has no CFI")
+        pytest.fail("vDSO has no CFI")
     compare_file(path, table=table)
 
 
