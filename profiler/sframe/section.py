@@ -186,7 +186,10 @@ class SFrameSection:
                 info2 = 0
             else:
                 start_val, size, fre_off, num_fres, info = struct.unpack_from(e + "iIIIB", d, off)
-                info2, rep = 0, 0
+                # V1 FDEs have no repeat size.  binutils 2.40 emitted PC-mask FDEs only
+                # for the x86_64 PLT, whose entries are 16 bytes; the V1 lookup masked
+                # the low pc bits, which is a modulo 16 (checked against gdb on PLT stops).
+                info2, rep = 0, 16 if (info >> 4) & 1 else 0
             func_start = (field_addr if self.pcrel else self.section_addr) + start_val
             func_start &= 0xFFFFFFFFFFFFFFFF
             if info & 0xF not in C.FRE_START_SIZE:
