@@ -79,4 +79,6 @@ REASONS = {
     "register-rule": "unwind data needs a register value that is only known in frame 0",
     "unsupported-rule": "the CFI row uses an expression the unwinder does not evaluate",
     "too-deep": "the chain exceeded the frame limit",
+    "ra-above-cfa": "unwind data saves the RA at or above the CFA, so the CFA is not the "
+                    "caller's stack pointer",
 }

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from profiler import rules
 from profiler.rules import Rule
 from profiler.sframe import constants as C
 from profiler.sframe.section import SFrameError, SFrameSection
@@ -29,11 +31,23 @@ class ObjectError(Exception):
 
 _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 
-# The kernel's rt_sigreturn trampolines, recognised by their code.
+# The kernel's rt_sigreturn trampolines, recognised by their code: (code, offset of
+# the second instruction).  A signal can arrive on either instruction; SP points at
+# the signal frame on both.
 SIGRETURN_CODE = {
-    "x86_64": bytes.fromhex("48c7c00f0000000f05"),    # mov $15,%rax; syscall
-    "aarch64": bytes.fromhex("681180d2010000d4"),     # mov x8,#139; svc #0
+    "x86_64": (bytes.fromhex("48c7c00f0000000f05"), 7),   # mov $15,%rax; syscall
+    "aarch64": (bytes.fromhex("681180d2010000d4"), 4),    # mov x8,#139; svc #0
 }
+
+
+A64_PLT_RULE = Rule(rules.AARCH64_SP, 0, False, rules.LOC_SAME, rules.AARCH64_LR, 0,
+                    rules.LOC_SAME, 0, 0)
+
+
+def is_sigreturn_at(arch: str, addr: int, read: Callable[[int, int], bytes]) -> bool:
+    """Whether `addr` is on either instruction of an rt_sigreturn trampoline."""
+    code, second = SIGRETURN_CODE.get(arch, (b"-", 0))
+    return read(addr, len(code)) == code or read(addr - second, len(code)) == code
 
 
 class ObjectFile:
@@ -68,7 +82,7 @@ class ObjectFile:
         self._sig_memo: dict[int, bool] = {}
         self.plt_ranges = [
             (addr, addr + size) for name, _t, addr, _o, size in self._sections
-            if name in (".plt", ".plt.sec", ".plt.got", ".iplt") and size
+            if name == ".plt" and size > 32
         ]
 
     @classmethod
@@ -102,8 +116,19 @@ class ObjectFile:
                 return self._stream.read(size)
         return b""
 
-    def in_plt(self, vaddr: int) -> bool:
-        return any(lo <= vaddr < hi for lo, hi in self.plt_ranges)
+    def a64_plt_rule(self, vaddr: int) -> Rule | None:
+        """The frame-0 rule for an aarch64 PLT entry (ld emits no unwind data for .plt).
+
+        PLT entries (adrp x16; ldr x17; add x16; br x17, maybe after "bti c") touch
+        neither SP nor LR: CFA = SP, RA = LR.  PLT0 (the first 32 bytes) pushes
+        {x16, x30} and jumps to the lazy-binding resolver, whose own CFI does not
+        give the caller's SP (see "ra-above-cfa"); gdb's walks through it were wrong
+        as well, so PLT0 gets no rule and such chains are not called reliable.
+        """
+        for lo, hi in self.plt_ranges:
+            if lo + 32 <= vaddr < hi:
+                return A64_PLT_RULE
+        return None
 
     # -- unwind tables --------------------------------------------------------
 
@@ -144,11 +169,10 @@ class ObjectFile:
         return None, ""
 
     def is_sigreturn(self, vaddr: int) -> bool:
-        """Whether link-time `vaddr` is the start of an rt_sigreturn trampoline."""
+        """Whether link-time `vaddr` is in an rt_sigreturn trampoline (on either insn)."""
         hit = self._sig_memo.get(vaddr)
         if hit is None:
-            code = SIGRETURN_CODE.get(self.arch, b"-")
-            hit = self.read_code(vaddr, len(code)) == code
+            hit = is_sigreturn_at(self.arch, vaddr, self.read_code)
             self._sig_memo[vaddr] = hit
         return hit
 

@@ -19,7 +19,7 @@ import struct
 
 from profiler import rules as R
 from profiler.model import Frame, Mapping, RawSample, UnwoundStack
-from profiler.objfile import SIGRETURN_CODE, ObjectCache, ObjectFile
+from profiler.objfile import ObjectCache, ObjectFile, is_sigreturn_at
 
 MAX_FRAMES = 512
 
@@ -200,8 +200,8 @@ class _Walk:
                 if rule is None:
                     if method:  # "bad-sframe" or "bad-cfi"
                         return self.end(m.path, method)
-                    if self.a64 and self.topmost and obj.in_plt(lt):
-                        rule, method = _A64_PLT_RULE, "plt"
+                    if self.a64 and self.topmost:
+                        rule, method = obj.a64_plt_rule(lt), "plt"
             if rule is None:
                 if self.fp_step(m.path, "no-unwind-info"):
                     continue
@@ -238,6 +238,12 @@ class _Walk:
                                      method, obj, self.exact))
             self.done = True
             return True
+        if rule.ra_kind == R.LOC_CFA_DEREF and rule.ra_off >= 0:
+            # The ABIs save registers below the CFA (the caller's SP).  A slot at or
+            # above it means this "CFA" is not the caller's SP (glibc's aarch64 lazy
+            # binding trampoline describes the PLT0 push that way): stepping would
+            # give the caller a wrong SP, so stop.
+            return self.stop(obj, "ra-above-cfa")
         cfa = self._cfa(rule)
         if isinstance(cfa, str):
             return self.stop(obj, cfa)
@@ -290,10 +296,12 @@ class _Walk:
             return "stack-truncated" if val is None else val
         return "unsupported-rule"
 
-    def advance(self, ra: int, cfa: int, fp: int, method: str, obj: str) -> bool:
+    def advance(self, ra: int, cfa: int, fp: int, method: str, obj: str,
+                known_cfa: bool = True) -> bool:
         """Record the current frame and move to its caller at return address `ra`."""
         ra &= self.ra_mask
-        self.frames.append(Frame(self.pc, cfa, method, obj, self.exact))
+        self.frames.append(Frame(self.pc, cfa if known_cfa else None, method, obj,
+                                 self.exact))
         m = self.space.find(ra)
         if m is None or not m.executable or ra == 0:
             self._last = self.verdict("ra-not-executable")
@@ -323,11 +331,10 @@ class _Walk:
             # The frame record sits at the bottom of an arm64 frame: the caller's
             # SP is unknown, so continue with frame records only.
             self.fp_only = True
-        return self.advance(ra, fp + 16, saved_fp, "fp", obj)
+        return self.advance(ra, fp + 16, saved_fp, "fp", obj, known_cfa=not self.a64)
 
     def is_sigreturn(self, pc: int) -> bool:
-        code = SIGRETURN_CODE[self.arch]
-        return self.space.read_code(pc, len(code)) == code
+        return is_sigreturn_at(self.arch, pc, self.space.read_code)
 
     def sigframe_step(self, obj: str) -> bool:
         """Step through the kernel's signal frame to the interrupted context."""
@@ -364,5 +371,3 @@ class _Walk:
         self.exact = True     # an interrupted pc, not a return address
         return True
 
-
-_A64_PLT_RULE = R.Rule(R.AARCH64_SP, 0, False, R.LOC_SAME, R.AARCH64_LR, 0, R.LOC_SAME, 0, 0)
