@@ -82,3 +82,53 @@ REASONS = {
     "ra-above-cfa": "unwind data saves the RA at or above the CFA, so the CFA is not the "
                     "caller's stack pointer",
 }
+
+
+# -- after symbolization: what the aggregate and emit stages see ------------------
+
+
+class MappingInfo(NamedTuple):
+    """A mapped object as output formats describe it (pprof's Mapping)."""
+
+    start: int           # runtime start address
+    limit: int           # runtime end address (exclusive)
+    offset: int          # file offset of `start`
+    path: str            # file path or pseudo name ("[vdso]"); "[kernel.kallsyms]" for the kernel
+    build_id: str = ""   # hex GNU build ID, "" if unknown
+    has_functions: bool = False  # every address in it got a function name
+
+
+class Location(NamedTuple):
+    """One symbolized frame."""
+
+    address: int                 # runtime pc as captured (return address for callers)
+    mapping: MappingInfo | None  # None for synthetic frames
+    function: str                # demangled name; "" when unknown (emit module+offset)
+    is_kernel: bool = False
+    synthetic: bool = False      # e.g. "[unreliable: stack-truncated]", not a real pc
+
+
+@dataclass(slots=True)
+class StackSample:
+    """Identical stacks aggregated: leaf first, kernel frames before user frames."""
+
+    locations: tuple[Location, ...]
+    pid: int
+    tid: int
+    thread_name: str
+    reliable: bool
+    reason: str          # "" when reliable
+    count: int           # number of samples
+    cpu_ns: int          # count * sampling period
+    process_name: str = ""
+
+
+@dataclass(slots=True)
+class ProfileData:
+    """Everything an output format needs for one profile."""
+
+    samples: list[StackSample]
+    period_ns: int       # sampling period (1e9 / Hz)
+    start_ns: int        # wall-clock start, ns since the epoch
+    duration_ns: int
+    comments: list[str] = field(default_factory=list)
