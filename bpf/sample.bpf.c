@@ -1,0 +1,142 @@
+/* sample.bpf.c -- perf_event program: at each sampling interrupt of a target
+ * process, copy the task's user registers, the top STACK_BYTES of its user stack and
+ * its kernel call chain into one record.  No unwinding happens here: the Python
+ * backend unwinds the bytes with the mapped files' .sframe / .eh_frame tables.
+ *
+ * Loaded by profiler/capture/bcc_source.py with bcc, configured by -D flags:
+ *   ARCH_ARM64 or ARCH_X86_64   which register layout to read
+ *   STACK_BYTES, MAX_KSTACK     record size (see sample.h)
+ *   USE_RINGBUF, RINGBUF_PAGES  ring buffer (kernel >= 5.8) or per-CPU perf buffer
+ */
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
+#include "sample.h"
+
+BPF_HASH(targets, u32, u8, 4096);          /* tgids to sample */
+BPF_ARRAY(config, u32, 2);                 /* [0] system-wide, [1] our own tgid */
+BPF_ARRAY(counters, u64, NUM_COUNTERS);
+
+#if USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+BPF_PERCPU_ARRAY(scratch, struct sframe_sample, 1);
+#endif
+
+static __always_inline void count(int i)
+{
+    u64 *v = counters.lookup(&i);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline int wanted(u32 tgid)
+{
+    int k0 = 0, k1 = 1;
+    u32 *all = config.lookup(&k0);
+    u32 *self = config.lookup(&k1);
+    if (tgid == 0 || (self && *self == tgid))
+        return 0;                       /* idle task, or the profiler itself */
+    if (all && *all)
+        return 1;
+    return targets.lookup(&tgid) != NULL;
+}
+
+int on_sample(struct bpf_perf_event_data *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!wanted(tgid))
+        return 0;
+    count(CNT_HITS);
+
+#if USE_RINGBUF
+    struct sframe_sample *s = events.ringbuf_reserve(sizeof(struct sframe_sample));
+    if (!s) {
+        count(CNT_LOST);
+        return 0;
+    }
+#else
+    int zero = 0;
+    struct sframe_sample *s = scratch.lookup(&zero);
+    if (!s)
+        return 0;
+#endif
+    s->pid = tgid;
+    s->tid = (u32)id;
+    s->time_ns = bpf_ktime_get_ns();
+    s->cpu = bpf_get_smp_processor_id();
+    s->flags = 0;
+    s->lr = 0;
+    bpf_get_current_comm(s->comm, sizeof(s->comm));
+
+    /* The interrupted mode decides whether a kernel chain exists; the user registers
+     * always come from the task's saved user state, so a tick in a syscall or a page
+     * fault keeps its user stack. */
+#ifdef ARCH_ARM64
+    if ((ctx->regs.pstate & 0xf) != 0)
+        s->flags |= SAMPLE_F_KERNEL_MODE;
+#else
+    if ((ctx->regs.cs & 3) != 3)
+        s->flags |= SAMPLE_F_KERNEL_MODE;
+#endif
+    if (s->flags & SAMPLE_F_KERNEL_MODE)
+        count(CNT_KERNEL_MODE);
+
+    struct pt_regs *ur = (struct pt_regs *)bpf_task_pt_regs(
+        (struct task_struct *)bpf_get_current_task_btf());
+#ifdef ARCH_ARM64
+    bpf_probe_read_kernel(&s->pc, 8, &ur->pc);
+    bpf_probe_read_kernel(&s->sp, 8, &ur->sp);
+    bpf_probe_read_kernel(&s->fp, 8, &ur->regs[29]);
+    bpf_probe_read_kernel(&s->lr, 8, &ur->regs[30]);
+#else
+    bpf_probe_read_kernel(&s->pc, 8, &ur->ip);
+    bpf_probe_read_kernel(&s->sp, 8, &ur->sp);
+    bpf_probe_read_kernel(&s->fp, 8, &ur->bp);
+#endif
+
+    s->kstack_bytes = 0;
+    if (s->flags & SAMPLE_F_KERNEL_MODE)
+        s->kstack_bytes = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
+
+    u32 off = 0;
+    u64 sp = s->sp;
+    if (sp == 0 || s->pc == 0) {
+        s->flags |= SAMPLE_F_NO_USER;
+        count(CNT_NO_USER);
+        goto done;
+    }
+    u32 head = (CHUNK - (sp & (CHUNK - 1))) & (CHUNK - 1);
+    if (head) {
+        if (bpf_probe_read_user(s->stack, head, (void *)sp) != 0)
+            goto done;
+        off = head;
+    }
+    for (int i = 0; i < STACK_BYTES / CHUNK; i++) {
+        if (off >= STACK_BYTES)
+            break;
+        if (bpf_probe_read_user(&s->stack[off], CHUNK, (void *)(sp + off)) != 0)
+            break;
+        off += CHUNK;
+    }
+done:
+    if (off > STACK_BYTES)
+        off = STACK_BYTES;
+    if (off < STACK_BYTES)
+        count(CNT_SHORT_COPY);
+    s->stack_len = off;
+#if USE_RINGBUF
+    events.ringbuf_submit(s, 0);
+#else
+    u32 len = offsetof(struct sframe_sample, stack) + off;
+    if (len > sizeof(struct sframe_sample))
+        len = sizeof(struct sframe_sample);
+    if (events.perf_submit(ctx, s, len) != 0) {
+        count(CNT_LOST);
+        return 0;
+    }
+#endif
+    count(CNT_SUBMITTED);
+    return 0;
+}

@@ -1,0 +1,189 @@
+"""Live capture: the BPF program in bpf/ loaded with bcc, records read from its buffer.
+
+This is the only module that imports bcc, and it does so lazily: everything else in
+the project runs without BPF.  bcc comes from the distribution (python3-bpfcc); the
+PyPI package named "bcc" is unrelated.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profiler.capture.layout import (
+    CNT_HITS,
+    CNT_KERNEL_MODE,
+    CNT_LOST,
+    CNT_NO_USER,
+    CNT_SHORT_COPY,
+    CNT_SUBMITTED,
+    SAMPLE_F_NO_USER,
+    sample_struct,
+)
+from profiler.errors import SframeProfError
+
+BPF_DIR_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "bpf",   # source checkout / editable install
+    Path(__file__).resolve().parent.parent / "bpf",  # installed package data
+)
+
+
+def bpf_dir() -> Path:
+    for d in BPF_DIR_CANDIDATES:
+        if (d / "sample.bpf.c").is_file():
+            return d
+    raise SframeProfError("BPF sources not found (bpf/sample.bpf.c); reinstall sframe-prof")
+
+
+@dataclass(slots=True)
+class BpfRecord:
+    """One sample as the kernel side wrote it."""
+
+    pid: int
+    tid: int
+    time_ns: int        # CLOCK_MONOTONIC
+    cpu: int
+    comm: str
+    flags: int
+    regs: dict[str, int]
+    stack: bytes
+    kstack: tuple[int, ...]
+
+    @property
+    def has_user(self) -> bool:
+        return not self.flags & SAMPLE_F_NO_USER
+
+
+def _arch_flag() -> str:
+    m = platform.machine()
+    if m in ("aarch64", "arm64"):
+        return "-DARCH_ARM64"
+    if m in ("x86_64", "amd64"):
+        return "-DARCH_X86_64"
+    raise SframeProfError(f"unsupported architecture {m} (x86_64 and aarch64 only)")
+
+
+def import_bcc() -> Any:
+    try:
+        import bcc  # type: ignore[import-not-found]
+    except ImportError:
+        raise SframeProfError(
+            "bcc is not importable: install the distribution's python3-bpfcc and run "
+            "sframe-prof with the system python (or a venv made with "
+            "--system-site-packages); scripts/setup.sh does both") from None
+    return bcc
+
+
+class BpfSampler:
+    """Attach the sampling program to every CPU and hand out BpfRecords."""
+
+    def __init__(self, *, pids: list[int], system_wide: bool, freq: int,
+                 stack_size: int = 16384, event: str = "cpu-clock",
+                 transport: str = "auto", ringbuf_pages: int = 2048) -> None:
+        if os.geteuid() != 0:
+            raise SframeProfError("live profiling needs root (BPF and perf events): "
+                                  "run with sudo")
+        bcc = import_bcc()
+        self.stack_size = stack_size
+        self.struct = sample_struct(stack_size)
+        self.stack_offset = self.struct.stack.offset  # type: ignore[attr-defined]
+        use_ringbuf = transport == "ringbuf" or (transport == "auto" and _has_ringbuf(bcc))
+        self.transport = "ringbuf" if use_ringbuf else "perf"
+        d = bpf_dir()
+        cflags = [f"-I{d}", _arch_flag(), f"-DSTACK_BYTES={stack_size}", "-DMAX_KSTACK=127",
+                  f"-DUSE_RINGBUF={int(use_ringbuf)}", f"-DRINGBUF_PAGES={ringbuf_pages}"]
+        try:
+            self.bpf = bcc.BPF(src_file=str(d / "sample.bpf.c").encode(), cflags=cflags)
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            raise SframeProfError(f"cannot load the BPF program: {str(exc).splitlines()[0]} "
+                                  "(kernel headers installed? see scripts/setup.sh)") from None
+        targets = self.bpf["targets"]
+        for pid in pids:
+            targets[ct.c_uint32(pid)] = ct.c_uint8(1)
+        config = self.bpf["config"]
+        config[ct.c_int(0)] = ct.c_uint32(1 if system_wide else 0)
+        config[ct.c_int(1)] = ct.c_uint32(os.getpid())
+        self._pending: list[BpfRecord] = []
+        self.lost_reported = 0
+        if use_ringbuf:
+            self.bpf["events"].open_ring_buffer(self._on_ringbuf)
+        else:
+            self.bpf["events"].open_perf_buffer(self._on_perf, page_cnt=256,
+                                                lost_cb=self._on_lost)
+        ev_type, ev_config = _event(bcc, event)
+        try:
+            self.bpf.attach_perf_event(ev_type=ev_type, ev_config=ev_config,
+                                       fn_name=b"on_sample", sample_freq=freq, cpu=-1)
+        except Exception as exc:  # noqa: BLE001
+            raise SframeProfError(f"cannot open the {event} perf event: "
+                                  f"{str(exc).splitlines()[0]}") from None
+
+    def add_pid(self, pid: int) -> None:
+        self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+
+    # -- buffer callbacks -------------------------------------------------------
+
+    def _decode(self, data: int) -> BpfRecord:
+        s = ct.cast(data, ct.POINTER(self.struct)).contents
+        n = min(s.stack_len, self.stack_size)
+        stack = ct.string_at(data + self.stack_offset, n)
+        kbytes = s.kstack_bytes
+        kstack = tuple(s.kstack[: kbytes // 8]) if kbytes > 0 else ()
+        regs = {"pc": s.pc, "sp": s.sp, "fp": s.fp}
+        if s.lr:
+            regs["lr"] = s.lr
+        return BpfRecord(s.pid, s.tid, s.time_ns, s.cpu,
+                         s.comm.decode("utf-8", "replace"), s.flags, regs, stack, kstack)
+
+    def _on_ringbuf(self, _ctx: Any, data: int, _size: int) -> int:
+        self._pending.append(self._decode(data))
+        return 0
+
+    def _on_perf(self, _cpu: int, data: int, _size: int) -> None:
+        self._pending.append(self._decode(data))
+
+    def _on_lost(self, count: int) -> None:
+        self.lost_reported += count
+
+    def poll(self, timeout_ms: int = 100) -> list[BpfRecord]:
+        if self.transport == "ringbuf":
+            self.bpf.ring_buffer_poll(timeout_ms)
+        else:
+            self.bpf.perf_buffer_poll(timeout_ms)
+        out, self._pending = self._pending, []
+        return out
+
+    def counters(self) -> dict[str, int]:
+        c = self.bpf["counters"]
+        names = {CNT_HITS: "hits", CNT_SUBMITTED: "submitted", CNT_LOST: "lost",
+                 CNT_SHORT_COPY: "short_copy", CNT_NO_USER: "no_user",
+                 CNT_KERNEL_MODE: "kernel_mode"}
+        out = {name: int(c[ct.c_int(i)].value) for i, name in names.items()}
+        out["lost"] += self.lost_reported
+        return out
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def _has_ringbuf(bcc: Any) -> bool:
+    return hasattr(bcc.BPF, "ring_buffer_poll") and tuple(
+        int(x) for x in platform.release().split(".")[:2] if x.isdigit()) >= (5, 8)
+
+
+def _event(bcc: Any, event: str) -> tuple[int, int]:
+    if event == "cpu-clock":
+        return bcc.PerfType.SOFTWARE, bcc.PerfSWConfig.CPU_CLOCK
+    if event == "task-clock":
+        return bcc.PerfType.SOFTWARE, bcc.PerfSWConfig.TASK_CLOCK
+    if event == "cycles":
+        if not os.path.exists("/sys/bus/event_source/devices/cpu") and not os.path.exists(
+                "/sys/bus/event_source/devices/armv8_pmuv3_0"):
+            raise SframeProfError("no hardware PMU on this machine: use -e cpu-clock")
+        return bcc.PerfType.HARDWARE, bcc.PerfHWConfig.CPU_CYCLES
+    raise SframeProfError(f"unknown event {event!r} (cpu-clock, task-clock, cycles)")
+
