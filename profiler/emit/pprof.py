@@ -255,7 +255,7 @@ def find_problems(profile: profile_pb2.Profile) -> list[str]:
         if not 0 <= idx < nstrings:
             out.append(f"{where}: string index {idx} outside the table of {nstrings}")
             return ""
-        return table[idx]
+        return str(table[idx])
 
     if not table or table[0] != "":
         out.append('string_table[0] must be ""')
@@ -318,18 +318,16 @@ def find_problems(profile: profile_pb2.Profile) -> list[str]:
                 if m.has_line_numbers and not line.line:
                     out.append(f"{where}: no line number, but mapping {m.id} "
                                "has_line_numbers")
-        for line in loc.line:
-            if not 0 < line.function_id <= nfunc:
-                out.append(f"{where}: function_id {line.function_id} does not exist")
+        out.extend(f"{where}: function_id {line.function_id} does not exist"
+                   for line in loc.line if not 0 < line.function_id <= nfunc)
 
     nvalues = len(profile.sample_type)
     for i, s in enumerate(profile.sample):
         where = f"sample {i}"
         if len(s.value) != nvalues:
             out.append(f"{where}: {len(s.value)} values for {nvalues} sample types")
-        for lid in s.location_id:
-            if not 0 < lid <= nloc:
-                out.append(f"{where}: location_id {lid} does not exist")
+        out.extend(f"{where}: location_id {lid} does not exist"
+                   for lid in s.location_id if not 0 < lid <= nloc)
         keys: set[str] = set()
         for label in s.label:
             key = string(f"{where} label key", label.key)

@@ -191,7 +191,6 @@ def schema_differences(source: Schema, generated: Schema) -> list[str]:
             out.append(f"message {msg}: in the generated module, not in the .proto")
             continue
         a, b = source[msg], generated[msg]
-        for name in sorted(a.keys() | b.keys()):
-            if a.get(name) != b.get(name):
-                out.append(f"{msg}.{name}: .proto {a.get(name)} != generated {b.get(name)}")
+        out.extend(f"{msg}.{name}: .proto {a.get(name)} != generated {b.get(name)}"
+                   for name in sorted(a.keys() | b.keys()) if a.get(name) != b.get(name))
     return out
