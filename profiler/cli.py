@@ -1,7 +1,13 @@
-"""The sframe-prof command line: one small function per subcommand.
+"""The sframe-prof command line.
 
-Every user-facing failure is a one-line message on stderr and a nonzero exit
-status; output already written stays written.
+    sframe-prof [-p PID[,PID...] | -a] [-F HZ] [-d SECONDS] [-o FILE] [-- CMD ARGS]
+    sframe-prof record [same options] -o CAPTURE
+    sframe-prof report CAPTURE [-o FILE] [--folded F] [--flamegraph F] [--root DIR]
+    sframe-prof sframe-dump FILE
+    sframe-prof unwind-snapshots FILE.jsonl [--root DIR] [-o OUT]
+
+Every user-facing failure is a one-line message on stderr and a nonzero exit status;
+output already written stays written.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from profiler.sframe.dump import COMPAT, dump_section
 from profiler.sframe.section import SFrameError
 from profiler.snapshots import SnapshotError, read_snapshots, result_json
 from profiler.unwind import Unwinder
+
+SUBCOMMANDS = ("record", "report", "sframe-dump", "unwind-snapshots")
 
 
 def cmd_sframe_dump(args: argparse.Namespace) -> int:
@@ -49,8 +57,147 @@ def cmd_unwind_snapshots(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sframe-prof", description="SFrame-based native profiler")
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return v
+
+
+def _pid_list(text: str) -> list[int]:
+    try:
+        pids = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a PID list: {text!r}") from None
+    if not pids or any(p <= 0 for p in pids):
+        raise argparse.ArgumentTypeError(f"not a PID list: {text!r}")
+    return pids
+
+
+def _stack_size(text: str) -> int:
+    v = _positive_int(text)
+    if v % 512 or v > 65536:
+        raise argparse.ArgumentTypeError("must be a multiple of 512, at most 65536")
+    return v
+
+
+def _output_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", default=default_output, metavar="FILE",
+                   help=f"gzip'd pprof profile (default {default_output})")
+    g.add_argument("--folded", metavar="FILE", help="also write folded stacks (FlameGraph)")
+    g.add_argument("--flamegraph", metavar="FILE",
+                   help="also write an interactive flame graph (.html, or .svg)")
+
+
+def _capture_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to sample")
+    g.add_argument("-p", "--pid", type=_pid_list, default=[], metavar="PID[,PID...]",
+                   help="sample these processes (all their threads)")
+    g.add_argument("-a", "--all-cpus", action="store_true", dest="system_wide",
+                   help="sample every process on the system")
+    g.add_argument("-F", "--freq", type=_positive_int, default=99, metavar="HZ",
+                   help="samples per second per CPU (default 99)")
+    g.add_argument("-d", "--duration", type=float, metavar="SECONDS",
+                   help="stop after this long (default: until Ctrl-C or the targets exit)")
+    g.add_argument("-e", "--event", default="cpu-clock",
+                   choices=("cpu-clock", "task-clock", "cycles"),
+                   help="sampling event (default cpu-clock; cycles needs a hardware PMU)")
+    g.add_argument("--stack-size", type=_stack_size, default=16384, metavar="BYTES",
+                   help="user stack bytes copied per sample (default 16384)")
+    g.add_argument("--transport", choices=("auto", "ringbuf", "perf"), default="auto",
+                   help=argparse.SUPPRESS)
+    g.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
+
+
+def profile_parser(prog: str = "sframe-prof") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, usage=f"{prog} [-p PID[,PID...] | -a] [options] [-- COMMAND [ARGS...]]",
+        description="Sample processes at interrupts with BPF and unwind their stacks with "
+                    "SFrame (falling back to .eh_frame and frame pointers); write a pprof "
+                    "profile, folded stacks and a flame graph. Other commands: "
+                    "record, report, sframe-dump, unwind-snapshots (see `sframe-prof "
+                    "COMMAND --help`).",
+        epilog="Needs root (BPF). Ctrl-C or the end of -d stops sampling and still "
+               "writes every output. Example: sudo sframe-prof -p 1234 -d 10 "
+               "--flamegraph flame.html")
+    _capture_options(p)
+    _output_options(p, "sframe-prof.pb.gz")
+    return p
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def _options(args: argparse.Namespace, command: list[str], record: str | None = None) -> object:
+    from profiler.session import Options
+    return Options(pids=args.pid, system_wide=args.system_wide, freq=args.freq,
+                   duration=args.duration, stack_size=args.stack_size, event=args.event,
+                   output=None if record else args.output,
+                   folded=None if record else args.folded,
+                   flamegraph=None if record else args.flamegraph, command=command,
+                   record=record, transport=args.transport, quiet=args.quiet)
+
+
+def _check_target(args: argparse.Namespace, command: list[str],
+                  parser: argparse.ArgumentParser) -> None:
+    chosen = bool(args.pid) + bool(args.system_wide) + bool(command)
+    if chosen == 0:
+        parser.error("say what to profile: -p PID, -a, or -- COMMAND")
+    if args.system_wide and (args.pid or command):
+        parser.error("-a samples everything: do not combine it with -p or a command")
+
+
+def cmd_profile(argv: list[str]) -> int:
+    from profiler.session import LiveSession
+    own, command = _split_command(argv)
+    parser = profile_parser()
+    args = parser.parse_args(own)
+    _check_target(args, command, parser)
+    return LiveSession(_options(args, command)).run()  # type: ignore[arg-type]
+
+
+def cmd_record(argv: list[str]) -> int:
+    from profiler.session import LiveSession
+    own, command = _split_command(argv)
+    p = argparse.ArgumentParser(
+        prog="sframe-prof record",
+        usage="sframe-prof record [-p PID | -a] [options] -o CAPTURE [-- COMMAND ...]",
+        description="Sample like sframe-prof, but keep the raw samples (registers, stack "
+                    "bytes, maps, file identities) in a capture file for `sframe-prof "
+                    "report`, later or on another machine.")
+    _capture_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="CAPTURE")
+    args = p.parse_args(own)
+    _check_target(args, command, p)
+    return LiveSession(_options(args, command, record=args.output)).run()  # type: ignore[arg-type]
+
+
+def cmd_report(argv: list[str]) -> int:
+    from profiler.report import report
+    p = argparse.ArgumentParser(
+        prog="sframe-prof report",
+        description="Unwind and symbolize a capture made by `sframe-prof record`.")
+    p.add_argument("capture")
+    p.add_argument("--root", metavar="DIR",
+                   help="find the captured processes' files under this directory")
+    p.add_argument("--debug-dir", action="append", default=[], metavar="DIR",
+                   help="extra debug-file directory (like /usr/lib/debug); repeatable")
+    _output_options(p, "sframe-prof.pb.gz")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    return report(args)
+
+
+def tools_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sframe-prof")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("sframe-dump", help="print a file's .sframe like objdump --sframe")
     d.add_argument("file")
@@ -65,10 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] == "record":
+        return cmd_record(argv[1:])
+    if argv and argv[0] == "report":
+        return cmd_report(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        args = tools_parser().parse_args(argv)
         return int(args.func(args))
+    return cmd_profile(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
     except (SframeProfError, ObjectError, SFrameError, SnapshotError) as exc:
         print(f"sframe-prof: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)

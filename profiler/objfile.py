@@ -31,23 +31,23 @@ class ObjectError(Exception):
 
 _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 
-# The kernel's rt_sigreturn trampolines, recognised by their code: (code, offset of
-# the second instruction).  A signal can arrive on either instruction; SP points at
-# the signal frame on both.
+# The kernel's rt_sigreturn trampolines, recognised by their code, and the offsets
+# into it where a sampled pc can be: on either instruction, or just past the system
+# call while the kernel runs rt_sigreturn.  SP points at the signal frame at all of them.
 SIGRETURN_CODE = {
-    "x86_64": (bytes.fromhex("48c7c00f0000000f05"), 7),   # mov $15,%rax; syscall
-    "aarch64": (bytes.fromhex("681180d2010000d4"), 4),    # mov x8,#139; svc #0
+    "x86_64": (bytes.fromhex("48c7c00f0000000f05"), (0, 7, 9)),   # mov $15,%rax; syscall
+    "aarch64": (bytes.fromhex("681180d2010000d4"), (0, 4, 8)),    # mov x8,#139; svc #0
 }
+
+
+def is_sigreturn_at(arch: str, addr: int, read: Callable[[int, int], bytes]) -> bool:
+    """Whether `addr` is inside (or just past) an rt_sigreturn trampoline."""
+    code, offsets = SIGRETURN_CODE.get(arch, (b"-", ()))
+    return any(read(addr - off, len(code)) == code for off in offsets)
 
 
 A64_PLT_RULE = Rule(rules.AARCH64_SP, 0, False, rules.LOC_SAME, rules.AARCH64_LR, 0,
                     rules.LOC_SAME, 0, 0)
-
-
-def is_sigreturn_at(arch: str, addr: int, read: Callable[[int, int], bytes]) -> bool:
-    """Whether `addr` is on either instruction of an rt_sigreturn trampoline."""
-    code, second = SIGRETURN_CODE.get(arch, (b"-", 0))
-    return read(addr, len(code)) == code or read(addr - second, len(code)) == code
 
 
 class ObjectFile:

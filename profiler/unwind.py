@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable
 
 from profiler import rules as R
 from profiler.model import Frame, Mapping, RawSample, UnwoundStack
@@ -59,11 +60,15 @@ class AddressSpace:
     """The mappings of one process, with the object behind each executable one."""
 
     def __init__(self, mappings: tuple[Mapping, ...], memory: tuple[tuple[int, bytes], ...],
-                 objects: ObjectCache) -> None:
+                 objects: ObjectCache,
+                 opener: Callable[[Mapping], ObjectFile | None] | None = None) -> None:
         self.maps = sorted(mappings, key=lambda m: m.start)
         self._starts = [m.start for m in self.maps]
         self.memory = memory
         self.objects = objects
+        # How a file-backed mapping becomes an object: by default its path (under the
+        # cache's root); live profiling opens /proc/PID/map_files/... instead.
+        self.opener = opener or (lambda m: objects.get(m.path))
         self._resolved: dict[int, tuple[ObjectFile | None, int]] = {}
 
     def find(self, addr: int) -> Mapping | None:
@@ -80,7 +85,7 @@ class AddressSpace:
         obj: ObjectFile | None = None
         bias = 0
         if m.path.startswith("/"):
-            obj = self.objects.get(m.path)
+            obj = self.opener(m)
             if obj is not None:
                 bias = obj.load_bias(m.start, m.offset)
         elif m.path == "[vdso]":

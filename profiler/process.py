@@ -1,0 +1,168 @@
+"""Live processes: their memory maps, the files behind them, the vDSO image.
+
+Maps are read when a process is first seen and again when a pc or return address
+falls outside the known mappings (dlopen, exec).  Mapped files are opened through
+/proc/PID/map_files/<start>-<end>, which names the right file even for targets in
+containers and chroots and for deleted files, and cached by file identity (device and
+inode), so every ELF, SFrame and CFI table is loaded once per run.  A process that
+exits keeps its last maps, so its samples still unwind and symbolize.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from profiler.model import Mapping
+from profiler.objfile import ObjectCache, ObjectError, ObjectFile
+from profiler.unwind import AddressSpace
+
+REFRESH_INTERVAL_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    dev: str      # "fd:01" as /proc/PID/maps prints it
+    inode: int
+
+
+def parse_maps(text: str) -> list[tuple[Mapping, FileIdentity | None]]:
+    """Parse /proc/PID/maps text; each mapping with its file identity (None if anonymous)."""
+    out: list[tuple[Mapping, FileIdentity | None]] = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        try:
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            offset = int(parts[2], 16)
+            inode = int(parts[4])
+        except ValueError:
+            continue
+        path = parts[5].strip() if len(parts) > 5 else ""
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+        ident = FileIdentity(parts[3], inode) if inode else None
+        out.append((Mapping(lo, hi, offset, parts[1], path), ident))
+    return out
+
+
+class ProcessGone(Exception):
+    """The process exited before we could read its maps."""
+
+
+@dataclass
+class Process:
+    pid: int
+    mappings: tuple[Mapping, ...] = ()
+    identities: dict[int, FileIdentity] = field(default_factory=dict)
+    memory: tuple[tuple[int, bytes], ...] = ()
+    space: AddressSpace | None = None
+    refreshed_at: float = 0.0
+    generation: int = 0
+    exited: bool = False
+    exe: str = ""
+
+
+class ProcessTable:
+    """Every process seen during a run."""
+
+    def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc") -> None:
+        self.objects = objects or ObjectCache()
+        self.proc = proc
+        self.procs: dict[int, Process] = {}
+        self._by_identity: dict[FileIdentity, ObjectFile | None] = {}
+        self.open_errors: dict[str, str] = {}
+
+    def get(self, pid: int) -> Process | None:
+        """The process, its maps read on first sight; None if it is already gone."""
+        p = self.procs.get(pid)
+        if p is None:
+            p = Process(pid)
+            try:
+                self._load(p)
+            except ProcessGone:
+                return None
+            self.procs[pid] = p
+        return p
+
+    def refresh(self, p: Process, force: bool = False) -> bool:
+        """Re-read the maps (rate limited); True if they changed."""
+        now = time.monotonic()
+        if p.exited or (not force and now - p.refreshed_at < REFRESH_INTERVAL_S):
+            return False
+        old = p.mappings
+        try:
+            self._load(p)
+        except ProcessGone:
+            p.exited = True
+            return False
+        return p.mappings != old
+
+    def _load(self, p: Process) -> None:
+        try:
+            with open(f"{self.proc}/{p.pid}/maps", encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            raise ProcessGone(p.pid) from None
+        except PermissionError:
+            raise ProcessGone(p.pid) from None
+        if not text and p.mappings:
+            raise ProcessGone(p.pid)
+        parsed = parse_maps(text)
+        p.mappings = tuple(m for m, _ in parsed)
+        p.identities = {m.start: ident for m, ident in parsed if ident is not None}
+        try:
+            p.exe = os.readlink(f"{self.proc}/{p.pid}/exe")
+        except OSError:
+            pass
+        p.memory = self._read_vdso(p)
+        p.refreshed_at = time.monotonic()
+        p.generation += 1
+        pid = p.pid
+        p.space = AddressSpace(p.mappings, p.memory, self.objects,
+                               opener=lambda m: self.open_mapping(pid, m))
+
+    def _read_vdso(self, p: Process) -> tuple[tuple[int, bytes], ...]:
+        for m in p.mappings:
+            if m.path == "[vdso]":
+                try:
+                    with open(f"{self.proc}/{p.pid}/mem", "rb", buffering=0) as f:
+                        f.seek(m.start)
+                        return ((m.start, f.read(m.end - m.start)),)
+                except (OSError, ValueError, OverflowError):
+                    return ()
+        return ()
+
+    def open_mapping(self, pid: int, m: Mapping) -> ObjectFile | None:
+        """The ELF object behind a file mapping, cached by device and inode."""
+        p = self.procs.get(pid)
+        ident = p.identities.get(m.start) if p else None
+        if ident is not None and ident in self._by_identity:
+            return self._by_identity[ident]
+        obj = None
+        candidates = [f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}",
+                      f"{self.proc}/{pid}/root{m.path}", m.path]
+        for i, path in enumerate(candidates):
+            if i and ident is not None and not _same_inode(path, ident):
+                continue  # not the file the process mapped (another root, replaced)
+            try:
+                obj = ObjectFile.open(path, m.path)
+                break
+            except ObjectError as exc:
+                self.open_errors[m.path] = str(exc)
+        if ident is not None:
+            self._by_identity[ident] = obj
+        return obj
+
+    def identity_of(self, pid: int, m: Mapping) -> FileIdentity | None:
+        p = self.procs.get(pid)
+        return p.identities.get(m.start) if p else None
+
+
+def _same_inode(path: str, ident: FileIdentity) -> bool:
+    try:
+        return os.stat(path).st_ino == ident.inode
+    except OSError:
+        return False

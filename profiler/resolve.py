@@ -1,0 +1,138 @@
+"""Symbolize: turn aggregated stacks into ProfileData for the output formats.
+
+Each unique stack is resolved once.  A user pc maps to its mapping and object; the
+symbol is looked up at the link-time address (minus one for return addresses, so a
+call that ends a function is charged to the caller); the Location keeps the pc as
+captured.  Frames without a symbol keep module and offset.  Kernel pcs use
+/proc/kallsyms, JIT code /tmp/perf-PID.map.  An unreliable chain ends with a synthetic
+frame naming its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from profiler.aggregate import Aggregator, Entry
+from profiler.model import Location, MappingInfo, ProfileData, StackSample
+from profiler.objfile import ObjectFile
+
+if TYPE_CHECKING:
+    from profiler.symbolize import ElfSymbols, KernelSymbols, PerfMap
+
+KERNEL_MAPPING = MappingInfo(0xFFFF000000000000, 0xFFFFFFFFFFFFFFFF, 0, "[kernel.kallsyms]")
+UNKNOWN_MAPPING_PATH = "[unknown]"
+
+
+class Resolver:
+    def __init__(self, *, debug_dirs: Sequence[str] = ("/usr/lib/debug",),
+                 root: str | None = None, kallsyms: str | None = "/proc/kallsyms",
+                 perf_maps: bool = True) -> None:
+        self.debug_dirs = tuple(debug_dirs)
+        self.root = root
+        self._symbols: dict[int, ElfSymbols | None] = {}
+        self._kernel: KernelSymbols | None = None
+        self._kallsyms = kallsyms
+        self._perf_maps: dict[int, PerfMap | None] = {}
+        self.use_perf_maps = perf_maps
+        self._mapping_info: dict[tuple[int, int, str], MappingInfo] = {}
+        self._unsymbolized: set[tuple[int, int, str]] = set()
+
+    # -- symbol sources ---------------------------------------------------------
+
+    def symbols(self, obj: ObjectFile) -> ElfSymbols | None:
+        key = id(obj)
+        if key not in self._symbols:
+            from profiler.symbolize import ElfSymbols
+            try:
+                self._symbols[key] = ElfSymbols.load(obj, self.debug_dirs, self.root)
+            except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
+                self._symbols[key] = None
+        return self._symbols[key]
+
+    def kernel(self) -> KernelSymbols | None:
+        if self._kernel is None and self._kallsyms:
+            from profiler.symbolize import KernelSymbols
+            try:
+                self._kernel = KernelSymbols.load(self._kallsyms)
+            except OSError:
+                self._kallsyms = None
+        return self._kernel
+
+    def perf_map(self, pid: int) -> PerfMap | None:
+        if not self.use_perf_maps:
+            return None
+        if pid not in self._perf_maps:
+            from profiler.symbolize import PerfMap
+            try:
+                self._perf_maps[pid] = PerfMap.load(pid, self.root)
+            except OSError:
+                self._perf_maps[pid] = None
+        return self._perf_maps[pid]
+
+    # -- frames -----------------------------------------------------------------
+
+    def user_location(self, e: Entry, pc: int, exact: bool) -> Location:
+        space = e.space
+        m = space.find(pc) if space is not None else None
+        if m is None or space is None:
+            pm = self.perf_map(e.key.pid)
+            hit = pm.lookup(pc if exact else pc - 1) if pm is not None else None
+            info = MappingInfo(pc & ~0xFFF, (pc & ~0xFFF) + 0x1000, 0, UNKNOWN_MAPPING_PATH)
+            return Location(pc, info, hit[0] if hit else "")
+        obj, bias = space.object_for(m)
+        build_id = ""
+        name = ""
+        if obj is not None:
+            syms = self.symbols(obj)
+            if syms is not None:
+                build_id = syms.build_id
+                hit = syms.lookup((pc if exact else pc - 1) - bias)
+                if hit is not None:
+                    name = hit[0]
+        elif not m.path.startswith("/") or m.path == "":
+            pm = self.perf_map(e.key.pid)
+            hit2 = pm.lookup(pc if exact else pc - 1) if pm is not None else None
+            if hit2 is not None:
+                name = hit2[0]
+        key = (m.start, m.end, m.path)
+        if not name:
+            self._unsymbolized.add(key)
+        info = self._mapping_info.get(key)
+        if info is None:
+            info = MappingInfo(m.start, m.end, m.offset, m.path or "[anon]", build_id, True)
+            self._mapping_info[key] = info
+        return Location(pc, info, name)
+
+    def kernel_location(self, addr: int) -> Location:
+        ks = self.kernel()
+        hit = ks.lookup(addr) if ks is not None else None
+        return Location(addr, KERNEL_MAPPING, hit[0] if hit else "", is_kernel=True)
+
+    def stack_sample(self, e: Entry, period_ns: int) -> StackSample:
+        k = e.key
+        locs = [self.kernel_location(a) for a in k.kernel]
+        locs += [self.user_location(e, pc, exact) for pc, exact in k.user]
+        if not k.reliable:
+            locs.append(Location(0, None, f"[unreliable: {k.reason}]", synthetic=True))
+        return StackSample(tuple(locs), k.pid, k.tid, k.comm, k.reliable, k.reason, e.count,
+                           e.count * period_ns)
+
+    def profile(self, agg: Aggregator, *, period_ns: int, start_ns: int, duration_ns: int,
+                process_names: dict[int, str] | None = None) -> ProfileData:
+        samples = [self.stack_sample(e, period_ns) for e in agg.entries.values()]
+        # has_functions is honest: false for any mapping with an unnamed frame.
+        fixed: dict[MappingInfo, MappingInfo] = {}
+        for info in list(self._mapping_info.values()):
+            if (info.start, info.limit, info.path) in self._unsymbolized:
+                fixed[info] = info._replace(has_functions=False)
+        out = []
+        for s in samples:
+            if fixed:
+                s.locations = tuple(
+                    loc._replace(mapping=fixed.get(loc.mapping, loc.mapping))
+                    if loc.mapping is not None else loc for loc in s.locations)
+            if process_names:
+                s.process_name = process_names.get(s.pid, "")
+            out.append(s)
+        return ProfileData(out, period_ns, start_ns, duration_ns)

@@ -1,0 +1,349 @@
+"""A profiling run: capture -> raw sample -> unwind -> aggregate -> symbolize -> emit.
+
+`LiveSession` samples running processes with BPF; `Pipeline` is the part after
+capture, shared by live runs and by `report` on a recorded capture.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from profiler.aggregate import Aggregator
+from profiler.errors import SframeProfError
+from profiler.model import ProfileData, RawSample
+from profiler.objfile import ObjectCache
+from profiler.process import Process, ProcessTable
+from profiler.resolve import Resolver
+from profiler.unwind import AddressSpace, Unwinder
+
+if TYPE_CHECKING:
+    from profiler.capture.bcc_source import BpfRecord, BpfSampler
+
+REFRESH_REASONS = ("pc-not-mapped", "ra-not-executable", "object-unavailable")
+
+
+@dataclass
+class Options:
+    pids: list[int] = field(default_factory=list)
+    system_wide: bool = False
+    freq: int = 99
+    duration: float | None = None
+    stack_size: int = 16384
+    event: str = "cpu-clock"
+    output: str | None = "sframe-prof.pb.gz"
+    folded: str | None = None
+    flamegraph: str | None = None
+    command: list[str] = field(default_factory=list)
+    record: str | None = None
+    transport: str = "auto"
+    quiet: bool = False
+    pac_mask: int | None = None
+
+
+def machine_arch() -> str:
+    m = platform.machine()
+    return "aarch64" if m in ("aarch64", "arm64") else "x86_64"
+
+
+class Pipeline:
+    """Unwind and aggregate raw samples; at the end, symbolize and write outputs."""
+
+    def __init__(self, unwinder: Unwinder, resolver: Resolver) -> None:
+        self.unwinder = unwinder
+        self.resolver = resolver
+        self.agg = Aggregator()
+        self.refreshes = 0
+
+    def add(self, sample: RawSample, space: AddressSpace | None, has_user: bool = True,
+            proc: Process | None = None, table: ProcessTable | None = None) -> None:
+        stack = None
+        if has_user and space is not None:
+            stack = self.unwinder.unwind(sample, space)
+            if (not stack.reliable and stack.reason in REFRESH_REASONS and proc is not None
+                    and table is not None and table.refresh(proc)):
+                self.refreshes += 1
+                space = proc.space
+                assert space is not None
+                stack = self.unwinder.unwind(sample, space)
+        elif has_user:
+            stack = self.unwinder.unwind(sample, AddressSpace((), (), self.unwinder.objects))
+        self.agg.add(pid=sample.pid, tid=sample.tid, comm=sample.comm, time_ns=sample.time_ns,
+                     kernel=sample.kernel_stack, stack=stack, space=space)
+
+    def profile(self, *, period_ns: int, start_ns: int, duration_ns: int,
+                process_names: dict[int, str] | None = None) -> ProfileData:
+        return self.resolver.profile(self.agg, period_ns=period_ns, start_ns=start_ns,
+                                     duration_ns=duration_ns, process_names=process_names)
+
+
+def write_outputs(data: ProfileData, opts: Options) -> list[str]:
+    """Write every requested output; returns what was written (for the summary)."""
+    written = []
+    if opts.output:
+        from profiler.emit.pprof import write_pprof
+        write_pprof(data, opts.output)
+        written.append(f"pprof {opts.output}")
+    if opts.folded:
+        from profiler.emit.folded import write_folded
+        write_folded(data, opts.folded)
+        written.append(f"folded {opts.folded}")
+    if opts.flamegraph:
+        from profiler.emit.flamegraph import write_flamegraph
+        fmt = "svg" if opts.flamegraph.endswith(".svg") else "html"
+        write_flamegraph(data, opts.flamegraph, fmt=fmt)
+        written.append(f"flame graph {opts.flamegraph}")
+    return written
+
+
+def summary(agg: Aggregator, lost: int, seconds: float, out: TextIO,
+            sframe_of: dict[str, bool | None] | None = None) -> None:
+    """The end-of-run report: totals, then per binary samples, methods, reliable %."""
+    n = agg.samples
+    print(f"sframe-prof: {n} samples in {seconds:.1f} s, {lost} lost, "
+          f"{agg.reliable_pct():.1f}% of user stacks reliable"
+          + (f", {agg.kernel_only} kernel-only" if agg.kernel_only else ""), file=out)
+    if lost:
+        print("  samples were lost: the buffer filled up; lower -F or the --stack-size",
+              file=out)
+    if agg.reasons:
+        reasons = ", ".join(f"{r} {c}" for r, c in agg.reasons.most_common())
+        print(f"  unreliable: {reasons}", file=out)
+    rows = sorted(agg.binaries.items(), key=lambda kv: -kv[1].samples)
+    hot = [(b, s) for b, s in rows if s.samples]
+    if hot:
+        print(f"  {'binary':<48} {'samples':>8} {'reliable':>9}  methods", file=out)
+    for path, st in hot[:12]:
+        methods = ", ".join(f"{m} {c}" for m, c in st.methods.most_common())
+        pct = 100.0 * st.reliable / st.samples if st.samples else 0.0
+        print(f"  {path[-48:]:<48} {st.samples:>8} {pct:>8.1f}%  {methods}", file=out)
+    for path, st in hot[:12]:
+        if sframe_of and sframe_of.get(path) is False and st.samples >= max(1, n // 20):
+            print(f"  hint: {path} has no .sframe; rebuild it with `-Wa,--gsframe` "
+                  "(GNU as >= 2.40) for reliable unwinding without frame pointers", file=out)
+
+
+class LiveSession:
+    """Sample processes with BPF until the duration ends, the targets exit or Ctrl-C."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.arch = machine_arch()
+        self.table = ProcessTable(ObjectCache())
+        self.pipeline = Pipeline(Unwinder(self.table.objects), Resolver())
+        self.child: Child | None = None
+        self.stop = False
+        self.writer: Any = None
+        self.recorded_maps: dict[int, int] = {}
+        self.received = 0
+
+    # -- target processes --------------------------------------------------------
+
+    def _launch(self) -> tuple[int, int]:
+        """Fork the command, held before exec until sampling runs; (pid, release fd)."""
+        import shutil
+        exe = shutil.which(self.opts.command[0])
+        if exe is None:
+            raise SframeProfError(f"cannot run {self.opts.command[0]}: command not found")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                os.close(w)
+                os.read(r, 1)
+                os.close(r)
+                os.execv(exe, self.opts.command)
+            except BaseException as exc:  # noqa: BLE001
+                os.write(2, f"sframe-prof: cannot run {exe}: {exc}\n".encode())
+            finally:
+                os._exit(127)
+        os.close(r)
+        self.child = Child(pid)
+        return pid, w
+
+    def _alive(self) -> bool:
+        if self.opts.system_wide:
+            return True
+        if self.child is not None:
+            return self.child.poll() is None
+        return any(_pid_alive(p) for p in self.opts.pids)
+
+    # -- the run ----------------------------------------------------------------
+
+    def run(self) -> int:
+        from profiler.capture.bcc_source import BpfSampler
+        opts = self.opts
+        for pid in opts.pids:
+            if not _pid_alive(pid):
+                raise SframeProfError(f"no process with pid {pid}")
+        release = None
+        pids = list(opts.pids)
+        if opts.command:
+            pid, release = self._launch()
+            pids.append(pid)
+        try:
+            sampler = BpfSampler(pids=pids, system_wide=opts.system_wide, freq=opts.freq,
+                                 stack_size=opts.stack_size, event=opts.event,
+                                 transport=opts.transport)
+        except BaseException:
+            if self.child is not None:
+                self.child.stop()
+            raise
+        for pid in opts.pids:
+            self.table.get(pid)
+        if opts.record:
+            self._open_record(pids)
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        mono0, wall0 = time.monotonic_ns(), time.time_ns()
+        if release is not None:
+            os.write(release, b"g")
+            os.close(release)
+        deadline = time.monotonic() + opts.duration if opts.duration else None
+        status = sys.stderr.isatty() and not opts.quiet
+        last_status = 0.0
+        try:
+            while not self.stop:
+                self._consume(sampler.poll(100))
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if not self._alive():
+                    break
+                if status and now - last_status > 0.5:
+                    last_status = now
+                    self._status(sampler)
+            for _ in range(3):   # drain what is still in the buffer
+                self._consume(sampler.poll(20))
+            counters = sampler.counters()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            sampler.close()
+            if self.child is not None and self.child.poll() is None:
+                self.child.stop()
+        if status:
+            sys.stderr.write("\r\033[K")
+        seconds = (time.monotonic_ns() - mono0) / 1e9
+        lost = counters["lost"]
+        if self.writer is not None:
+            self.writer.close(lost=lost, samples=self.received)
+            print(f"sframe-prof: {self.received} samples recorded to {opts.record}, "
+                  f"{lost} lost", file=sys.stderr)
+            return 0
+        period_ns = int(1e9 / opts.freq)
+        start_ns = wall0
+        data = self.pipeline.profile(period_ns=period_ns, start_ns=start_ns,
+                                     duration_ns=int(seconds * 1e9),
+                                     process_names=self._process_names())
+        written = write_outputs(data, opts)
+        if not opts.quiet:
+            summary(self.pipeline.agg, lost, seconds, sys.stderr, self._sframe_of())
+            for w in written:
+                print(f"  wrote {w}", file=sys.stderr)
+        return 0
+
+    def _on_signal(self, _sig: int, _frame: object) -> None:
+        self.stop = True
+
+    def _status(self, sampler: BpfSampler) -> None:
+        agg = self.pipeline.agg
+        c = sampler.counters()
+        sys.stderr.write(f"\r\033[Ksframe-prof: {self.received} samples, {c['lost']} lost, "
+                         f"{agg.reliable_pct():.1f}% reliable")
+        sys.stderr.flush()
+
+    def _consume(self, records: Sequence[BpfRecord]) -> None:
+        for r in records:
+            self.received += 1
+            proc = self.table.get(r.pid)
+            if self.writer is not None and proc is not None:
+                self._record_maps(proc)
+            sample = RawSample(
+                arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
+                mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
+                pac_mask=self.opts.pac_mask, pid=r.pid, tid=r.tid, comm=r.comm,
+                time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
+            if self.writer is not None:
+                self.writer.add_sample(sample)
+                continue
+            self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
+                              self.table)
+
+    # -- record mode ----------------------------------------------------------------
+
+    def _open_record(self, pids: list[int]) -> None:
+        from profiler.capture.recording import CaptureWriter, make_header
+        self.writer = CaptureWriter(self.opts.record, make_header(
+            arch=self.arch, freq=self.opts.freq, pids=pids, pac_mask=self.opts.pac_mask,
+            command=self.opts.command))
+
+    def _record_maps(self, proc: Process) -> None:
+        if self.recorded_maps.get(proc.pid) == proc.generation:
+            return
+        self.recorded_maps[proc.pid] = proc.generation
+        self.writer.add_maps(proc.pid, proc.mappings, proc.identities)
+        for start, data in proc.memory:
+            self.writer.add_memory(proc.pid, start, data)
+
+    # -- summary helpers ---------------------------------------------------------------
+
+    def _process_names(self) -> dict[int, str]:
+        return {pid: os.path.basename(p.exe) for pid, p in self.table.procs.items() if p.exe}
+
+    def _sframe_of(self) -> dict[str, bool | None]:
+        out: dict[str, bool | None] = {}
+        for p in self.table.procs.values():
+            for m in p.mappings:
+                if m.executable and m.path.startswith("/") and m.path not in out:
+                    obj = self.table.open_mapping(p.pid, m)
+                    out[m.path] = None if obj is None else obj.sframe is not None
+        return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Child:
+    """The command started with `-- CMD`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def stop(self) -> None:
+        """Terminate the command (it outlived -d or the run failed) and reap it."""
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            if self.poll() is not None:
+                return
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            end = time.monotonic() + wait
+            while time.monotonic() < end and self.poll() is None:
+                time.sleep(0.02)
