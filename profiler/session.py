@@ -264,6 +264,9 @@ class LiveSession:
             self.received += 1
             proc = self.table.get(r.pid)
             if self.writer is not None and proc is not None:
+                # No unwinding while recording: refresh the maps when the pc is outside them.
+                if r.has_user and proc.space is not None and proc.space.find(r.regs["pc"]) is None:
+                    self.table.refresh(proc)
                 self._record_maps(proc)
             sample = RawSample(
                 arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
@@ -279,18 +282,39 @@ class LiveSession:
     # -- record mode ----------------------------------------------------------------
 
     def _open_record(self, pids: list[int]) -> None:
-        from profiler.capture.recording import CaptureWriter, make_header
-        self.writer = CaptureWriter(self.opts.record, make_header(
-            arch=self.arch, freq=self.opts.freq, pids=pids, pac_mask=self.opts.pac_mask,
-            command=self.opts.command))
+        from profiler.capture.recording import CaptureHeader, CaptureWriter
+        assert self.opts.record is not None
+        header = CaptureHeader.here(
+            self.arch, frequency_hz=self.opts.freq, period_ns=int(1e9 / self.opts.freq),
+            pids=tuple(pids), command=tuple(self.opts.command), pac_mask=self.opts.pac_mask,
+            stack_bytes=self.opts.stack_size)
+        try:
+            self.writer = CaptureWriter(self.opts.record, header)
+        except OSError as exc:
+            raise SframeProfError(f"cannot write {self.opts.record}: {exc.strerror}") from None
 
     def _record_maps(self, proc: Process) -> None:
+        """Record a process's maps (once per version) with the monotonic time samples use."""
+        from profiler.capture.recording import FileIdentity
         if self.recorded_maps.get(proc.pid) == proc.generation:
             return
         self.recorded_maps[proc.pid] = proc.generation
-        self.writer.add_maps(proc.pid, proc.mappings, proc.identities)
+        idents = []
+        for m in proc.mappings:
+            ident = proc.identities.get(m.start)
+            if ident is None:
+                idents.append(None)
+                continue
+            major, _, minor = ident.dev.partition(":")
+            try:
+                dev = os.makedev(int(major, 16), int(minor, 16))
+            except ValueError:
+                dev = 0
+            idents.append(FileIdentity("", dev, ident.inode, 0))
+        self.writer.add_maps(proc.pid, proc.mappings, idents,
+                             time_ns=int(proc.refreshed_at * 1e9))
         for start, data in proc.memory:
-            self.writer.add_memory(proc.pid, start, data)
+            self.writer.add_memory(proc.pid, start, data, "[vdso]")
 
     # -- summary helpers ---------------------------------------------------------------
 
