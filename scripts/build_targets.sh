@@ -28,7 +28,7 @@ BOTH=(
   "O2-fp|-O2 -fno-omit-frame-pointer"
   "O2-shlib|-O2 -DWITH_SHLIB"
 )
-X86=("${BOTH[@]}" "O2-drap|-O2 -DWITH_DRAP")
+X86=("${BOTH[@]}" "O2-drap|-O2 -DWITH_DRAP" "O2-static|-O2 -static")
 A64=("${BOTH[@]}"
   "O2-pacret|-O2 -mbranch-protection=pac-ret"
   "O2-pacretleaf|-O2 -mbranch-protection=pac-ret+leaf")
