@@ -1,0 +1,622 @@
+"""Function names for addresses: ELF symbol tables, /proc/kallsyms and perf JIT maps.
+
+ElfSymbols (one per ELF file, built once) merges every symbol source a stripped or
+unstripped file can have:
+
+* the file's own ``.symtab`` and ``.dynsym``;
+* when the file has no ``.symtab``: a separate debug file found by build ID
+  (``<debug_dir>/.build-id/ab/cdef....debug``, build ID checked) or by
+  ``.gnu_debuglink`` (the file's directory, its ``.debug/`` subdirectory and
+  ``<debug_dir>/<directory of the file>/``, CRC32 checked), else the MiniDebugInfo
+  ``.gnu_debugdata`` section (an xz-compressed ELF holding a ``.symtab``);
+* every path is taken under ``root`` when one is given (containers, chroots).
+
+Function symbols are STT_FUNC and STT_GNU_IFUNC, plus STT_NOTYPE symbols with a size in
+an executable section (hand-written assembly); ARM mapping symbols (``$x``, ``$d``) and
+annobin markers are not functions.  A zero-size function extends to the next symbol
+(bounded by its section).  Aliases at one address collapse to one name, chosen
+deterministically: sized over unsized, FUNC over IFUNC (an IFUNC symbol's value is its
+resolver, which has its own FUNC name when .symtab is there) over NOTYPE, global or
+weak over local, fewer leading underscores, shorter, then alphabetical; the entry
+spans the widest of the aliases.  Where symbols nest (a label
+with a size inside a larger function) the innermost one names an address.  An
+address in no symbol (padding, or a local function that only a full symbol table
+would name) has no name: lookup returns None and the caller keeps module + offset.
+
+The table is a sorted array of segment starts searched with bisect: O(log n) per
+lookup.  Names are demangled (profiler.demangle) on lookup, with a cache.
+
+KernelSymbols reads /proc/kallsyms (real addresses as root; all-zero addresses mean
+kptr_restrict hides them and the table reports itself unavailable).  PerfMap reads
+/tmp/perf-PID.map, written by JIT compilers (``START SIZE name`` in hex).
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import lzma
+import os
+import struct
+import zlib
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Any, BinaryIO
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from profiler.demangle import demangle
+from profiler.objfile import ObjectFile
+
+__all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
+
+STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC = 0, 2, 10
+STB_LOCAL, STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE = 0, 1, 2, 10
+SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
+SHF_EXECINSTR = 0x4
+NT_GNU_BUILD_ID = 3
+
+# Weak counts as global: libc's public names (puts, read) are weak aliases of strong
+# internal ones (_IO_puts, __read), and the public name is the one people know.
+_BIND_RANK = {STB_GLOBAL: 0, STB_GNU_UNIQUE: 0, STB_WEAK: 0, STB_LOCAL: 1}
+
+
+def _rooted(root: str | None, path: str) -> str:
+    if root and os.path.isabs(path):
+        return os.path.join(root, path.lstrip("/"))
+    return path
+
+
+# -- segment tables -----------------------------------------------------------------
+
+class _Segments:
+    """Disjoint [start, next start) segments, each naming an entry index or -1 (none)."""
+
+    __slots__ = ("idx", "starts")
+
+    def __init__(self) -> None:
+        self.starts = array("Q")
+        self.idx = array("l")
+
+    def emit(self, pos: int, idx: int) -> None:
+        starts, ids = self.starts, self.idx
+        if starts and starts[-1] == pos:
+            ids[-1] = idx
+            if len(ids) >= 2 and ids[-2] == idx:
+                starts.pop()
+                ids.pop()
+        elif not ids or ids[-1] != idx:
+            starts.append(pos)
+            ids.append(idx)
+
+    def find(self, addr: int) -> int:
+        i = bisect_right(self.starts, addr) - 1
+        return self.idx[i] if i >= 0 else -1
+
+
+def _paint(items: list[tuple[int, int, int, int]]) -> _Segments:
+    """Segments for (start, end, priority, index) intervals; the highest priority wins.
+
+    Without overlaps this is one pass over the sorted intervals; with them a sweep over
+    the interval boundaries keeps the live intervals in a heap (O(n log n)).
+    """
+    items.sort()
+    segs = _Segments()
+    overlap = any(items[k][1] > items[k + 1][0] for k in range(len(items) - 1))
+    if not overlap:
+        for start, end, _prio, idx in items:
+            segs.emit(start, idx)
+            segs.emit(end, -1)
+        return segs
+    points = sorted({p for s, e, _, _ in items for p in (s, e)})
+    heap: list[tuple[int, int, int]] = []
+    j, n = 0, len(items)
+    for p in points:
+        while j < n and items[j][0] <= p:
+            s, e, prio, idx = items[j]
+            heapq.heappush(heap, (-prio, e, idx))
+            j += 1
+        while heap and heap[0][1] <= p:
+            heapq.heappop(heap)
+        segs.emit(p, heap[0][2] if heap else -1)
+    return segs
+
+
+# -- ELF helpers --------------------------------------------------------------------
+
+def _note_build_id(data: bytes, little: bool, align: int) -> str:
+    fmt = "<III" if little else ">III"
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from(fmt, data, pos)
+        pos += 12
+        name = data[pos:pos + namesz]
+        pos += (namesz + align - 1) & ~(align - 1)
+        desc = data[pos:pos + descsz]
+        pos += (descsz + align - 1) & ~(align - 1)
+        if ntype == NT_GNU_BUILD_ID and name.rstrip(b"\0") == b"GNU" and len(desc) == descsz:
+            return desc.hex()
+    return ""
+
+
+def _elf_build_id(elf: ELFFile) -> str:
+    little = bool(elf.little_endian)
+    try:
+        sections = [s for s in elf.iter_sections() if s["sh_type"] == "SHT_NOTE"]
+        sections.sort(key=lambda s: s.name != ".note.gnu.build-id")
+        for sec in sections:
+            align = 8 if sec["sh_addralign"] == 8 else 4
+            bid = _note_build_id(sec.data(), little, align)
+            if bid:
+                return bid
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_NOTE":
+                align = 8 if seg["p_align"] == 8 else 4
+                bid = _note_build_id(seg.data(), little, align)
+                if bid:
+                    return bid
+    except (ELFError, ValueError, struct.error, OSError):
+        return ""
+    return ""
+
+
+def read_build_id(obj: ObjectFile) -> str:
+    """The GNU build ID of `obj` as lowercase hex ("" if it has none)."""
+    return _elf_build_id(obj.elf)
+
+
+def _debuglink(elf: ELFFile) -> tuple[str, int] | None:
+    """(file name, CRC32) from .gnu_debuglink, if present and well formed."""
+    sec = elf.get_section_by_name(".gnu_debuglink")
+    if sec is None:
+        return None
+    data = sec.data()
+    end = data.find(b"\0")
+    if end <= 0:
+        return None
+    crc_at = (end + 4) & ~3
+    if crc_at + 4 > len(data):
+        return None
+    crc = struct.unpack_from("<I" if elf.little_endian else ">I", data, crc_at)[0]
+    name = data[:end].decode("utf-8", "surrogateescape")
+    if "/" in name:
+        return None
+    return name, crc
+
+
+def _file_crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+# One raw symbol: (value, size, name offset, type, binding, section index).
+_RawSym = tuple[int, int, int, int, int, int]
+
+
+def _raw_symbols(elf: ELFFile, sec: Any) -> tuple[list[_RawSym], bytes]:
+    """All entries of a SYMTAB/DYNSYM section, decoded with struct, and its string table."""
+    if sec["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM"):
+        return [], b""
+    data = sec.data()
+    strtab = elf.get_section(sec["sh_link"]).data()
+    e = "<" if elf.little_endian else ">"
+    out: list[_RawSym] = []
+    if elf.elfclass == 64:
+        fmt = struct.Struct(e + "IBBHQQ")
+        usable = len(data) - len(data) % fmt.size
+        for name, info, _other, shndx, value, size in fmt.iter_unpack(data[:usable]):
+            out.append((value, size, name, info & 0xF, info >> 4, shndx))
+    else:
+        fmt = struct.Struct(e + "IIIBBH")
+        usable = len(data) - len(data) % fmt.size
+        for name, value, size, info, _other, shndx in fmt.iter_unpack(data[:usable]):
+            out.append((value, size, name, info & 0xF, info >> 4, shndx))
+    return out, strtab
+
+
+class _Candidate:
+    """A function symbol before aliases are merged."""
+
+    __slots__ = ("name", "rank", "sec_end", "size", "start")
+
+    def __init__(self, start: int, size: int, name: str, rank: tuple[int, ...],
+                 sec_end: int) -> None:
+        self.start = start
+        self.size = size
+        self.name = name
+        self.rank = rank
+        self.sec_end = sec_end
+
+
+def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate]) -> list[str]:
+    """Append the function symbols of `elf`'s sections named in `which`; returns the
+    names of the sections that had any."""
+    sections = list(elf.iter_sections())
+    shinfo = [(s["sh_flags"], s["sh_addr"], s["sh_size"]) for s in sections]
+    used: list[str] = []
+    for secname in which:
+        sec = elf.get_section_by_name(secname)
+        if sec is None:
+            continue
+        raw, strtab = _raw_symbols(elf, sec)
+        before = len(out)
+        for value, size, noff, stype, bind, shndx in raw:
+            if value == 0 or shndx == SHN_UNDEF or (shndx >= SHN_LORESERVE and shndx != SHN_ABS):
+                continue
+            if shndx == SHN_ABS:
+                if stype not in (STT_FUNC, STT_GNU_IFUNC):
+                    continue
+                flags, sec_end = 0, 0
+            elif shndx < len(shinfo):
+                flags, sh_addr, sh_size = shinfo[shndx]
+                sec_end = sh_addr + sh_size if sh_addr <= value < sh_addr + sh_size else 0
+            else:
+                continue
+            if stype == STT_FUNC:
+                type_rank = 0
+            elif stype == STT_GNU_IFUNC:        # its value is the resolver's address
+                type_rank = 1
+            elif stype == STT_NOTYPE and size > 0 and flags & SHF_EXECINSTR:
+                type_rank = 2
+            else:
+                continue
+            end = strtab.find(b"\0", noff)
+            if end < 0:
+                end = len(strtab)
+            name = strtab[noff:end].decode("utf-8", "surrogateescape")
+            if not name or name[0] == "$" or name.startswith(("..annobin", ".annobin")):
+                continue
+            underscores = len(name) - len(name.lstrip("_"))
+            rank = (0 if size else 1, type_rank, _BIND_RANK.get(bind, 1), underscores,
+                    len(name))
+            out.append(_Candidate(value, size, name, rank, sec_end))
+        if len(out) > before:
+            used.append(secname)
+    return used
+
+
+# -- ELF symbols --------------------------------------------------------------------
+
+class ElfSymbols:
+    """The function symbols of one ELF file, looked up by link-time address."""
+
+    def __init__(self, name: str, build_id: str, candidates: list[_Candidate],
+                 sources: list[str], debug_file: str | None, errors: list[str]) -> None:
+        self.name = name
+        self.build_id = build_id
+        self.sources = sources          # e.g. [".symtab", ".dynsym", "debuglink:/path"]
+        self.debug_file = debug_file    # the separate debug file used, if any
+        self.errors = errors            # why a symbol source was rejected
+        self._starts = array("Q")
+        self._sizes = array("Q")        # effective sizes (zero-size symbols extended)
+        self._names: list[str] = []
+        self._build(candidates)
+
+    # -- building --
+
+    def _build(self, cands: list[_Candidate]) -> None:
+        best: dict[int, _Candidate] = {}
+        widest: dict[int, int] = {}
+        for c in cands:
+            cur = best.get(c.start)
+            if cur is None or (c.rank, c.name) < (cur.rank, cur.name):
+                best[c.start] = c
+            if c.size > widest.get(c.start, 0):
+                widest[c.start] = c.size
+        chosen = sorted(best.values(), key=lambda c: c.start)
+        items: list[tuple[int, int, int, int]] = []
+        for i, c in enumerate(chosen):
+            # Aliases of different sizes: the name of the preferred one, the widest extent.
+            size = widest.get(c.start, 0)
+            end = c.start + size
+            if size == 0:
+                nxt = chosen[i + 1].start if i + 1 < len(chosen) else 0
+                limits = [x for x in (nxt, c.sec_end) if x > c.start]
+                end = min(limits) if limits else c.start + 1
+            self._starts.append(c.start)
+            self._sizes.append(end - c.start)
+            self._names.append(c.name)
+            # Later starts win where symbols overlap: the innermost symbol names a pc.
+            items.append((c.start, end, c.start, i))
+        self._segs = _paint(items)
+
+    @classmethod
+    def load(cls, obj: ObjectFile, debug_dirs: Sequence[str] = ("/usr/lib/debug",),
+             root: str | None = None) -> ElfSymbols:
+        """Every symbol source of `obj` merged into one table (see the module docstring)."""
+        build_id = read_build_id(obj)
+        cands: list[_Candidate] = []
+        errors: list[str] = []
+        sources = _collect(obj.elf, (".symtab", ".dynsym"), cands)
+        debug_file = None
+        if obj.elf.get_section_by_name(".symtab") is None:
+            found = _find_debug_file(obj, build_id, debug_dirs, root, errors)
+            if found is not None:
+                path, how, stream = found
+                with stream:
+                    try:
+                        debug_elf = ELFFile(stream)
+                        if _collect(debug_elf, (".symtab",), cands):
+                            sources.append(f"{how}:{path}")
+                            debug_file = path
+                    except (ELFError, ValueError, struct.error, OSError) as exc:
+                        errors.append(f"{path}: unusable debug file ({exc})")
+            if debug_file is None:
+                mini = _mini_debuginfo(obj.elf, errors)
+                if mini is not None and _collect(mini, (".symtab",), cands):
+                    sources.append(".gnu_debugdata")
+        return cls(obj.name, build_id, cands, sources, debug_file, errors)
+
+    # -- queries --
+
+    @property
+    def has_symbols(self) -> bool:
+        return bool(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def lookup(self, vaddr: int) -> tuple[str, int] | None:
+        """(demangled function name, offset into it) for a link-time address, or None."""
+        i = self._segs.find(vaddr)
+        if i < 0:
+            return None
+        return demangle(self._names[i]), vaddr - self._starts[i]
+
+    def lookup_raw(self, vaddr: int) -> tuple[str, int, int] | None:
+        """(mangled name, start, effective size) of the symbol naming `vaddr`, or None."""
+        i = self._segs.find(vaddr)
+        if i < 0:
+            return None
+        return self._names[i], self._starts[i], self._sizes[i]
+
+    def symbols(self) -> list[tuple[int, int, str]]:
+        """(start, effective size, mangled name) of every function, sorted by start."""
+        return list(zip(self._starts, self._sizes, self._names, strict=True))
+
+
+def _open_elf_candidate(path: str) -> BinaryIO | None:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - handed to the caller, closed there
+    except OSError:
+        return None
+    if f.read(4) != b"\x7fELF":
+        f.close()
+        return None
+    f.seek(0)
+    return f
+
+
+def _find_debug_file(obj: ObjectFile, build_id: str, debug_dirs: Sequence[str],
+                     root: str | None, errors: list[str]
+                     ) -> tuple[str, str, BinaryIO] | None:
+    """(path, "build-id" or "debuglink", open stream) of a matching separate debug file."""
+    if len(build_id) >= 4:
+        for d in debug_dirs:
+            path = _rooted(root, os.path.join(d, ".build-id", build_id[:2],
+                                              build_id[2:] + ".debug"))
+            f = _open_elf_candidate(path)
+            if f is None:
+                continue
+            if _stream_build_id(f) == build_id:
+                f.seek(0)
+                return path, "build-id", f
+            errors.append(f"{path}: build ID does not match")
+            f.close()
+    link = _debuglink(obj.elf)
+    if link is None:
+        return None
+    name, crc = link
+    objdir = os.path.dirname(obj.name)
+    dirs = [objdir]
+    if not root and objdir:
+        real = os.path.dirname(os.path.realpath(obj.name))
+        if real != objdir:
+            dirs.append(real)
+    own_path = _rooted(root, obj.name)
+    seen: set[str] = set()
+    for dirpath in dirs:
+        paths = [_rooted(root, os.path.join(dirpath, name)),
+                 _rooted(root, os.path.join(dirpath, ".debug", name))]
+        if os.path.isabs(dirpath):
+            paths += [_rooted(root, os.path.join(d, dirpath.lstrip("/"), name))
+                      for d in debug_dirs]
+        for path in paths:
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                if os.path.samefile(path, own_path):
+                    continue
+            except OSError:
+                pass
+            f = _open_elf_candidate(path)
+            if f is None:
+                continue
+            try:
+                ok = _file_crc32(path) == crc
+            except OSError:
+                ok = False
+            if not ok:
+                errors.append(f"{path}: CRC32 does not match .gnu_debuglink")
+                f.close()
+                continue
+            other = _stream_build_id(f)
+            if build_id and other and other != build_id:
+                errors.append(f"{path}: build ID does not match")
+                f.close()
+                continue
+            f.seek(0)
+            return path, "debuglink", f
+    return None
+
+
+def _stream_build_id(f: BinaryIO) -> str:
+    try:
+        f.seek(0)
+        return _elf_build_id(ELFFile(f))
+    except (ELFError, ValueError, struct.error, OSError):
+        return ""
+
+
+def _mini_debuginfo(elf: ELFFile, errors: list[str]) -> ELFFile | None:
+    """The ELF file inside .gnu_debugdata (MiniDebugInfo), or None."""
+    sec = elf.get_section_by_name(".gnu_debugdata")
+    if sec is None or sec["sh_type"] == "SHT_NOBITS":
+        return None
+    try:
+        data = lzma.decompress(sec.data())
+        return ELFFile(io.BytesIO(data))
+    except (lzma.LZMAError, ELFError, ValueError, struct.error, EOFError) as exc:
+        errors.append(f".gnu_debugdata: unusable ({exc})")
+        return None
+
+
+# -- kernel -------------------------------------------------------------------------
+
+_KERNEL_TEXT = frozenset("tTwW")
+_KERNEL_LAST_SIZE = 4096   # kallsyms has no sizes; the last symbol gets one page
+
+
+class KernelSymbols:
+    """/proc/kallsyms as a sorted table; `available` is False when addresses are hidden."""
+
+    def __init__(self, entries: list[tuple[int, str, str, str]], reason: str = "") -> None:
+        self.reason = reason
+        self._starts = array("Q")
+        self._names: list[str | None] = []
+        self._modules: list[str] = []
+        best: dict[int, tuple[tuple[int, ...], str, str, str]] = {}
+        for addr, stype, name, module in entries:
+            text = stype in _KERNEL_TEXT
+            underscores = len(name) - len(name.lstrip("_"))
+            rank = (0 if text else 1, 0 if stype.isupper() else 1, underscores, len(name))
+            cur = best.get(addr)
+            if cur is None or (rank, name) < (cur[0], cur[1]):
+                best[addr] = (rank, name, stype, module)
+        for addr in sorted(best):
+            _rank, name, stype, module = best[addr]
+            self._starts.append(addr)
+            self._names.append(name if stype in _KERNEL_TEXT else None)
+            self._modules.append(module)
+        self.available = bool(self._starts) and not reason
+
+    @classmethod
+    def load(cls, path: str = "/proc/kallsyms") -> KernelSymbols:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError as exc:
+            return cls([], f"{path}: cannot read ({exc.strerror})")
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, path: str = "kallsyms") -> KernelSymbols:
+        entries: list[tuple[int, str, str, str]] = []
+        nonzero = False
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) < 3 or len(parts[1]) != 1:
+                continue
+            try:
+                addr = int(parts[0], 16)
+            except ValueError:
+                continue
+            if addr:
+                nonzero = True
+            stype = parts[1]
+            if stype in "aA":          # absolute (per-CPU offsets and the like)
+                continue
+            module = parts[3].strip("[]") if len(parts) > 3 else ""
+            entries.append((addr, stype, parts[2], module))
+        if not entries:
+            return cls([], f"{path}: no symbols")
+        if not nonzero:
+            return cls([], f"{path}: addresses are hidden (kernel.kptr_restrict, or not root)")
+        return cls([e for e in entries if e[0]])
+
+    def _index(self, addr: int) -> int:
+        i = bisect_right(self._starts, addr) - 1
+        if i < 0 or self._names[i] is None:
+            return -1
+        if i == len(self._starts) - 1 and addr >= self._starts[i] + _KERNEL_LAST_SIZE:
+            return -1
+        return i
+
+    def lookup(self, addr: int) -> tuple[str, int] | None:
+        """(symbol, offset) for a kernel text address, or None."""
+        i = self._index(addr)
+        if i < 0:
+            return None
+        name = self._names[i]
+        assert name is not None
+        return name, addr - self._starts[i]
+
+    def module(self, addr: int) -> str | None:
+        """The module owning a kernel text address ("" for the kernel image), or None."""
+        i = self._index(addr)
+        return self._modules[i] if i >= 0 else None
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
+# -- perf maps ----------------------------------------------------------------------
+
+class PerfMap:
+    """/tmp/perf-PID.map: "START SIZE name" lines (hex) written by JIT compilers.
+
+    Where entries overlap (a JIT reusing memory) the later line wins.
+    """
+
+    def __init__(self, entries: list[tuple[int, int, str]], path: str = "") -> None:
+        self.path = path
+        self._starts = array("Q")
+        self._names: list[str] = []
+        items: list[tuple[int, int, int, int]] = []
+        for seq, (start, size, name) in enumerate(entries):
+            self._starts.append(start)
+            self._names.append(name)
+            items.append((start, start + size, seq, seq))
+        self._segs = _paint(items)
+
+    @classmethod
+    def load(cls, pid: int, root: str | None = None) -> PerfMap | None:
+        path = _rooted(root, f"/tmp/perf-{pid}.map")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return None
+        return cls(cls.parse(text), path)
+
+    @staticmethod
+    def parse(text: str) -> list[tuple[int, int, str]]:
+        out: list[tuple[int, int, str]] = []
+        for line in text.splitlines():
+            parts = line.strip().split(None, 2)
+            if len(parts) < 2:
+                continue
+            try:
+                start = int(parts[0], 16)
+                size = int(parts[1], 16)
+            except ValueError:
+                continue
+            if size <= 0 or start < 0 or start + size >= 1 << 64:
+                continue
+            out.append((start, size, parts[2].strip() if len(parts) > 2 else ""))
+        return out
+
+    def lookup(self, addr: int) -> tuple[str, int] | None:
+        i = self._segs.find(addr)
+        if i < 0:
+            return None
+        return demangle(self._names[i]), addr - self._starts[i]
+
+    def __len__(self) -> int:
+        return len(self._names)
