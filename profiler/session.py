@@ -202,6 +202,12 @@ class LiveSession:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
         mono0, wall0 = time.monotonic_ns(), time.time_ns()
+        if not opts.quiet:
+            what = "all processes" if opts.system_wide else \
+                "pid " + ",".join(str(p) for p in pids)
+            print(f"sframe-prof: sampling {what} at {opts.freq} Hz"
+                  + (f" for {opts.duration:g} s" if opts.duration else "; Ctrl-C to stop"),
+                  file=sys.stderr, flush=True)
         if release is not None:
             os.write(release, b"g")
             os.close(release)

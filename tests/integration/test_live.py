@@ -1,0 +1,197 @@
+"""Live profiling on this machine's kernel: BPF sampling of real test programs.
+
+These run the command line exactly as a user does (as root), read the pprof back with
+`go tool pprof -traces` and with the project's own reader, and check that at least
+95% of the samples are reliable and lie on the program's known call paths.  They need
+root, bcc and BPF, which CI has: missing any of them is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from profiler.emit.pprof_read import read_pprof
+
+pytestmark = pytest.mark.bpf
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = REPO / "tests" / "targets"
+# Functions of tests/targets/src/prog.c a sample can be in or called from.
+PROG_FUNCS = {
+    "leaf", "nest1", "nest2", "nest3", "deep", "hook_target", "call_hook", "by_value",
+    "sort_some", "big_frame", "vla_frame", "usr1_handler", "tick_handler", "tick_work",
+    "one_round", "worker", "main", "drap_frame",
+}
+ENTRY_ROOTS = ("_start", "clone3", "__clone3", "clone", "__clone")
+
+
+def require_live() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("live BPF tests need root (CI runs them as root)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        pytest.fail("bcc is not importable: run scripts/setup.sh")
+
+
+def profile(tmp_path: Path, prog: Path, *args: str, seconds: float = 4.0,
+            extra: tuple[str, ...] = ()) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    require_live()
+    out = tmp_path / "profile.pb.gz"
+    cmd = [sys.executable, "-m", "profiler", "-d", str(seconds), "-o", str(out),
+           "--folded", str(tmp_path / "folded.txt"), *extra, "--", str(prog), *args]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert run.returncode == 0, run.stderr
+    return out, run
+
+
+def go_traces(path: Path, tmp_path: Path) -> list[tuple[dict[str, str], float, list[str]]]:
+    """(labels, value in ms, functions leaf first) per trace, from `go tool pprof -traces`."""
+    env = dict(os.environ, HOME=str(tmp_path), GOCACHE=str(tmp_path / "gocache"),
+               GOFLAGS="-mod=mod", GOTOOLCHAIN="local")
+    run = subprocess.run(["go", "tool", "pprof", "-traces", str(path)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    traces = []
+    for block in run.stdout.split("-----------+-------------------------------------------------------")[1:]:
+        labels: dict[str, str] = {}
+        value = 0.0
+        funcs: list[str] = []
+        for line in block.splitlines():
+            if not line.strip():
+                continue
+            m = re.match(r"^\s*(\w+):\s+(.*)$", line)
+            if m and not funcs and not re.match(r"^\s*[\d.]+(ms|s|us)\s", line):
+                labels[m.group(1)] = m.group(2).strip()
+                continue
+            m = re.match(r"^\s*([\d.]+)(ms|s|us)\s+(.*)$", line)
+            if m:
+                scale = {"ms": 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
+                value = float(m.group(1)) * scale
+                funcs.append(m.group(3).strip())
+            else:
+                funcs.append(line.strip())
+        if funcs:
+            traces.append((labels, value, funcs))
+    return traces
+
+
+def on_known_path(funcs_leaf_first: list[str]) -> bool:
+    """A user chain of prog: only its functions and libc's, rooted at a real entry."""
+    user = [f for f in funcs_leaf_first if not f.startswith("[")]
+    if not user:
+        return False
+    root = user[-1]
+    if root not in ENTRY_ROOTS:
+        return False
+    return any(f in PROG_FUNCS for f in user)
+
+
+def check_profile(path: Path, tmp_path: Path, min_samples: int) -> dict[str, float]:
+    traces = go_traces(path, tmp_path)
+    total = sum(v for _, v, _ in traces)
+    reliable = sum(v for lab, v, _ in traces if lab.get("unwind") == "reliable")
+    good = sum(v for lab, v, f in traces
+               if lab.get("unwind") == "reliable" and on_known_path(
+                   [x for x in f if not x.endswith("[k]")]))
+    prof = read_pprof(str(path))
+    own_total = sum(s.values[0] for s in prof.samples)
+    own_reliable = sum(s.values[0] for s in prof.samples if s.labels.get("unwind") == "reliable")
+    assert own_total >= min_samples, f"only {own_total} samples"
+    # the two readers agree on the totals (go shows cpu time: samples * period)
+    period_ms = prof.period / 1e6
+    assert abs(total - own_total * period_ms) < 0.01 * total + 1
+    assert abs(reliable - own_reliable * period_ms) < 0.01 * total + 1
+    stats = {"samples": own_total, "reliable": reliable / total, "on_path": good / total}
+    assert stats["reliable"] >= 0.95, stats
+    assert stats["on_path"] >= 0.95, stats
+    return stats
+
+
+def test_host_toolchain_program(tmp_path: Path) -> None:
+    """SFrame V1 from the host's binutils 2.40, dynamically linked against host libc."""
+    prog = TARGETS / "v1host-x86_64-O2" / "prog"
+    out, run = profile(tmp_path, prog, "0", "1000", "1", "4000")
+    stats = check_profile(out, tmp_path, min_samples=50)
+    assert "% of user stacks reliable" in run.stderr
+    folded = (tmp_path / "folded.txt").read_text().splitlines()
+    assert folded and all(re.match(r"^prog;.* \d+$", x) for x in folded)
+    print(stats)
+
+
+def test_sid_v3_static_program(tmp_path: Path) -> None:
+    """SFrame V3 from sid's binutils 2.47, static, so it runs on this host."""
+    prog = TARGETS / "v3sid-x86_64-O2-static" / "prog"
+    out, _ = profile(tmp_path, prog, "0", "1000", "1", "4000")
+    stats = check_profile(out, tmp_path, min_samples=50)
+    prof = read_pprof(str(out))
+    methods_seen = {s.labels.get("unwind") for s in prof.samples}
+    assert "reliable" in methods_seen
+    print(stats)
+
+
+def test_profile_by_pid_until_target_exits(tmp_path: Path) -> None:
+    """-p PID: the target exits on its own mid-run; everything so far is written."""
+    require_live()
+    prog = TARGETS / "v3sid-x86_64-O2-static" / "prog"
+    target = subprocess.Popen([str(prog), "0", "1000", "1"])
+    try:
+        time.sleep(0.2)
+        out = tmp_path / "p.pb.gz"
+        prof = subprocess.Popen([sys.executable, "-m", "profiler", "-p", str(target.pid),
+                                 "-d", "60", "-o", str(out)],
+                                stderr=subprocess.PIPE, text=True)
+        assert prof.stderr is not None
+        started = prof.stderr.readline()   # printed once sampling runs
+        assert started.startswith(f"sframe-prof: sampling pid {target.pid} at 99 Hz"), started
+        time.sleep(3)
+        target.kill()
+        target.wait()
+        t0 = time.monotonic()
+        _, err = prof.communicate(timeout=60)
+        assert prof.returncode == 0, err
+        assert time.monotonic() - t0 < 10, "the run did not end when the target exited"
+    finally:
+        if target.poll() is None:
+            target.kill()
+    read_back = read_pprof(str(out))
+    assert sum(s.values[0] for s in read_back.samples) > 50
+    assert gzip.open(out).read(1)
+
+
+def test_record_then_report(tmp_path: Path) -> None:
+    require_live()
+    prog = TARGETS / "v1host-x86_64-O2" / "prog"
+    cap = tmp_path / "run.sfcap"
+    run = subprocess.run([sys.executable, "-m", "profiler", "record", "-d", "3", "-o", str(cap),
+                          "--", str(prog), "0", "1000", "1"], capture_output=True, text=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"(\d+) samples recorded", run.stderr)
+    out = tmp_path / "report.pb.gz"
+    rep = subprocess.run([sys.executable, "-m", "profiler", "report", str(cap), "-o", str(out),
+                          "--flamegraph", str(tmp_path / "f.html")], capture_output=True,
+                         text=True, timeout=180)
+    assert rep.returncode == 0, rep.stderr
+    check_profile(out, tmp_path, min_samples=50)
+    assert (tmp_path / "f.html").stat().st_size > 1000
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    require_live()
+    run = subprocess.run([sys.executable, "-m", "profiler", "-p", "999999999", "-d", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert run.stderr.strip().count("\n") == 0 and "999999999" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "profiler", "-d", "1", "--",
+                          "/nonexistent/cmd"], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert run.stderr.strip().count("\n") == 0 and "/nonexistent/cmd" in run.stderr
