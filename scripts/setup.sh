@@ -192,6 +192,21 @@ EOF
     printf '    %s\n' "$(go version)" "$(objdump --version | head -n1)" "$(gdb --version | head -n1)"
 }
 
+# The main job on a bundled demo: build the test program with SFrame (the host's
+# assembler, -Wa,--gsframe), profile it for a few seconds, write pprof + flame graph.
+run_demo() {
+    local out="$ROOT/build/demo"
+    mkdir -p "$out"
+    log "demo: building tests/targets/src/prog.c with -Wa,--gsframe"
+    gcc -O2 -g -pthread -Wa,--gsframe -o "$out/prog" "$ROOT/tests/targets/src/prog.c"
+    log "demo: sframe-prof -d 5 -- build/demo/prog (needs root for BPF)"
+    "${SUDO[@]}" "$VENV/bin/sframe-prof" -d 5 -o "$out/demo.pb.gz" \
+        --flamegraph "$out/flamegraph.html" --folded "$out/demo.folded" \
+        -- "$out/prog" 0 1000 1 4000
+    echo "Demo profile: $out/demo.pb.gz (go tool pprof -top $out/demo.pb.gz)"
+    echo "Flame graph:  $out/flamegraph.html"
+}
+
 cd "$ROOT"
 SECONDS=0
 install_packages
@@ -199,4 +214,7 @@ link_kernel_headers
 setup_venv
 check
 log "setup finished in ${SECONDS}s"
+if [[ ${SFRAME_PROF_NO_DEMO:-} != 1 ]]; then
+    run_demo
+fi
 echo "Run the tests with: scripts/run_tests.sh"
