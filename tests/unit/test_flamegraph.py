@@ -542,8 +542,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shot]:
         procs[key] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)
     shots = {}
+    try:
+        outputs = {key: proc.communicate(timeout=90) for key, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     for key, proc in procs.items():
-        out, err = proc.communicate(timeout=90)
+        out, err = outputs[key]
         png = tmp / (key + ".png")
         assert proc.returncode == 0 and png.exists(), f"chromium failed for {key}: {err[-2000:]}"
         tag = "<svg" if key.startswith("svg") else '<div id="fg-state"'
