@@ -24,6 +24,10 @@ from profiler.objfile import ObjectCache, ObjectFile, is_sigreturn_at
 
 MAX_FRAMES = 512
 
+# Step kinds cached per (pc, exact, topmost): (kind, rule, method or reason, path, fast)
+_K_RULE, _K_SIGNAL, _K_STOP, _K_FALLBACK = range(4)
+_Step = tuple[int, "R.Rule | None", str, str, "tuple[bool, int, int, int | None] | None"]
+
 _U64 = struct.Struct("<Q")
 # aarch64 rt_sigframe: siginfo (128) + ucontext; uc_mcontext at +176, regs at +8.
 _A64_SIGCTX_REGS = 128 + 176 + 8
@@ -70,6 +74,18 @@ class AddressSpace:
         # cache's root); live profiling opens /proc/PID/map_files/... instead.
         self.opener = opener or (lambda m: objects.get(m.path))
         self._resolved: dict[int, tuple[ObjectFile | None, int]] = {}
+        # Caches of the unwinder's decisions, valid as long as the mappings are.
+        self.steps: dict[tuple[int, bool, bool], _Step] = {}
+        self.ra_ok: dict[int, bool] = {}
+
+    def ra_status(self, ra: int) -> str:
+        """"" if `ra` can be a return address here, else the reason it cannot."""
+        m = self.find(ra)
+        if m is None or not m.executable or ra == 0:
+            return "ra-not-executable"
+        if m.path == "[uprobes]":
+            return "trampoline"
+        return ""
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -121,11 +137,23 @@ class Unwinder:
     def __init__(self, objects: ObjectCache | None = None, max_frames: int = MAX_FRAMES) -> None:
         self.objects = objects or ObjectCache()
         self.max_frames = max_frames
+        self._spaces: dict[tuple[object, ...], AddressSpace] = {}
 
     def unwind(self, sample: RawSample, space: AddressSpace | None = None) -> UnwoundStack:
         if space is None:
-            space = AddressSpace(sample.mappings, sample.memory, self.objects)
+            space = self.space_for(sample)
         return _Walk(self, sample, space).run()
+
+    def space_for(self, sample: RawSample) -> AddressSpace:
+        """An AddressSpace for the sample's maps, shared by samples with the same maps."""
+        key = (sample.arch, sample.mappings, tuple((a, hash(b)) for a, b in sample.memory))
+        space = self._spaces.get(key)
+        if space is None:
+            if len(self._spaces) >= 256:
+                self._spaces.pop(next(iter(self._spaces)))
+            space = AddressSpace(sample.mappings, sample.memory, self.objects)
+            self._spaces[key] = space
+        return space
 
 
 class _Walk:
@@ -177,44 +205,115 @@ class _Walk:
         return UnwoundStack(tuple(self.frames), not reason, reason)
 
     def run(self) -> UnwoundStack:
+        """The unwind loop.
+
+        How to step at a pc depends only on the address space, so it is classified
+        once per (pc, exact, topmost) and cached in the space.  Rules of the common
+        shape (CFA = SP/FP + off, RA and FP saved below the CFA) then take an inlined
+        fast path; anything else, and every failed check, goes through rule_step,
+        which is the reference implementation of a step.
+        """
         space = self.space
+        steps = space.steps
+        ra_ok = space.ra_ok
+        frames = self.frames
+        max_frames = self.u.max_frames
+        stack, base = self.stack, self.base
+        last = self.stack_len - 8
+        unpack = _U64.unpack_from
+        align_mask = self.align - 1
+        ra_mask = self.ra_mask
         while True:
-            if len(self.frames) >= self.u.max_frames:
+            if len(frames) >= max_frames:
                 return self.end("", "too-deep")
             pc = self.pc
-            m = space.find(pc)
-            if m is None or not m.executable:
-                return self.end(m.path if m else "", "pc-not-mapped")
-            if m.path == "[uprobes]":
-                return self.end(m.path, "trampoline")
-            obj, bias = space.object_for(m)
-            if obj is None and m.path != "[vdso]":
-                if self.fp_step(m.path, "object-unavailable"):
-                    continue
-                return self._last
-            # Signal trampolines are recognised by their code, at the exact pc.
-            if (obj.is_sigreturn(pc - bias) if obj is not None else self.is_sigreturn(pc)):
-                if not self.sigframe_step(m.path):
+            key = (pc, self.exact, self.topmost)
+            step = steps.get(key)
+            if step is None:
+                step = self.classify(pc)
+                steps[key] = step
+            kind, rule, method, path, fast = step
+            if kind == _K_RULE and not self.fp_only:
+                if fast is not None:
+                    use_fp, cfa_off, ra_off, fp_off = fast
+                    sp = self.sp
+                    cfa = (self.fp if use_fp else sp) + cfa_off
+                    off = cfa + ra_off - base
+                    if ((cfa > sp or (cfa == sp and self.topmost)) and not cfa & align_mask
+                            and (not use_fp or self.fp >= sp) and 0 <= off <= last):
+                        ra = unpack(stack, off)[0] & ra_mask
+                        if fp_off is None:
+                            new_fp = self.fp
+                        else:
+                            foff = cfa + fp_off - base
+                            new_fp = unpack(stack, foff)[0] if 0 <= foff <= last else None
+                        ok = ra_ok.get(ra)
+                        if ok is None:
+                            ok = space.ra_status(ra) == ""
+                            ra_ok[ra] = ok
+                        if ok and new_fp is not None:
+                            frames.append(Frame(pc, cfa, method, path, self.exact))
+                            self.pc, self.sp, self.fp = ra, cfa, new_fp
+                            self.topmost = False
+                            self.exact = False
+                            self.regs = None
+                            continue
+                if not self.rule_step(rule, method, path):
+                    return self._last
+                if self.done:
+                    return self.verdict("")
+                continue
+            if kind == _K_SIGNAL:
+                if not self.sigframe_step(path):
                     return self._last
                 continue
-            rule = None
-            method = ""
-            if obj is not None and not self.fp_only:
-                lt = (pc if self.exact else pc - 1) - bias
-                rule, method = obj.lookup_rule(lt)
-                if rule is None:
-                    if method:  # "bad-sframe" or "bad-cfi"
-                        return self.end(m.path, method)
-                    if self.a64 and self.topmost:
-                        rule, method = obj.a64_plt_rule(lt), "plt"
-            if rule is None:
-                if self.fp_step(m.path, "no-unwind-info"):
-                    continue
-                return self._last
-            if not self.rule_step(rule, method, m.path):
-                return self._last
-            if self.done:
-                return self.verdict("")
+            if kind == _K_STOP:
+                return self.end(path, method)
+            # no usable unwind data here (or frame-record mode on arm64)
+            if self.fp_step(path, method if kind == _K_FALLBACK else "no-unwind-info"):
+                continue
+            return self._last
+
+    def classify(self, pc: int) -> _Step:
+        """How to step at `pc` (the slow path; the result is cached per space)."""
+        space = self.space
+        m = space.find(pc)
+        if m is None or not m.executable:
+            return (_K_STOP, None, "pc-not-mapped", m.path if m else "", None)
+        if m.path == "[uprobes]":
+            return (_K_STOP, None, "trampoline", m.path, None)
+        obj, bias = space.object_for(m)
+        if obj is None and m.path != "[vdso]":
+            return (_K_FALLBACK, None, "object-unavailable", m.path, None)
+        # Signal trampolines are recognised by their code, at the exact pc.
+        if obj.is_sigreturn(pc - bias) if obj is not None else self.is_sigreturn(pc):
+            return (_K_SIGNAL, None, "sigframe", m.path, None)
+        if obj is None:
+            return (_K_FALLBACK, None, "no-unwind-info", m.path, None)
+        lt = (pc if self.exact else pc - 1) - bias
+        rule, method = obj.lookup_rule(lt)
+        if rule is None:
+            if method:  # "bad-sframe" or "bad-cfi"
+                return (_K_STOP, None, method, m.path, None)
+            if self.a64 and self.topmost:
+                rule, method = obj.a64_plt_rule(lt), "plt"
+        if rule is None:
+            return (_K_FALLBACK, None, "no-unwind-info", m.path, None)
+        return (_K_RULE, rule, method, m.path, self._fast_form(rule))
+
+    def _fast_form(self, rule: R.Rule) -> tuple[bool, int, int, int | None] | None:
+        """(CFA from FP?, CFA offset, RA offset, FP offset or None) for the common shape."""
+        if rule.cfa_deref or rule.cfa_reg not in (self.sp_reg, self.fp_reg):
+            return None
+        if rule.ra_kind != R.LOC_CFA_DEREF or rule.ra_off >= 0:
+            return None
+        if rule.fp_kind == R.LOC_SAME:
+            fp_off = None
+        elif rule.fp_kind == R.LOC_CFA_DEREF:
+            fp_off = rule.fp_off
+        else:
+            return None
+        return (rule.cfa_reg == self.fp_reg, rule.cfa_off, rule.ra_off, fp_off)
 
     # -- steps ----------------------------------------------------------------
 
@@ -307,13 +406,11 @@ class _Walk:
         ra &= self.ra_mask
         self.frames.append(Frame(self.pc, cfa if known_cfa else None, method, obj,
                                  self.exact))
-        m = self.space.find(ra)
-        if m is None or not m.executable or ra == 0:
-            self._last = self.verdict("ra-not-executable")
-            return False
-        if m.path == "[uprobes]":
-            self.frames.append(Frame(ra, None, "", m.path, False))
-            self._last = self.verdict("trampoline")
+        status = self.space.ra_status(ra)
+        if status == "trampoline":
+            self.frames.append(Frame(ra, None, "", "[uprobes]", False))
+        if status:
+            self._last = self.verdict(status)
             return False
         self.pc, self.sp, self.fp = ra, cfa, fp
         self.topmost = False

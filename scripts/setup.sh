@@ -30,6 +30,8 @@ BASE_PACKAGES=(
     python3 python3-venv python3-pip
     python3-bpfcc bpfcc-tools
     binutils gcc golang-go gdb gzip linux-perf
+    # headless browser for the flame graph tests
+    chromium fonts-dejavu-core
     # aarch64 cross tools and libc: the CFI tests compile and read arm64 objects
     gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
 )
