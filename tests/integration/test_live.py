@@ -195,3 +195,15 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
                           "/nonexistent/cmd"], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert run.stderr.strip().count("\n") == 0 and "/nonexistent/cmd" in run.stderr
+
+
+def test_without_root_is_one_line(tmp_path: Path) -> None:
+    """An unprivileged user gets one line naming what is missing, and status 1."""
+    require_live()
+    run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "profiler", "-p", "1", "-d", "1",
+                          "-o", str(tmp_path / "x.pb.gz")],
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert run.returncode == 1
+    assert run.stderr == ("sframe-prof: error: live profiling needs root (BPF and perf "
+                          "events): run with sudo\n")
