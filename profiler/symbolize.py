@@ -196,26 +196,30 @@ def _file_crc32(path: str) -> int:
 
 # One raw symbol: (value, size, name offset, type, binding, section index).
 _RawSym = tuple[int, int, int, int, int, int]
+_WANTED_TYPES = frozenset((STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC))
 
 
 def _raw_symbols(elf: ELFFile, sec: Any) -> tuple[list[_RawSym], bytes]:
-    """All entries of a SYMTAB/DYNSYM section, decoded with struct, and its string table."""
+    """The defined, nonzero FUNC/IFUNC/NOTYPE entries of a SYMTAB/DYNSYM section,
+    decoded with struct, and its string table."""
     if sec["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM"):
         return [], b""
     data = sec.data()
     strtab = elf.get_section(sec["sh_link"]).data()
     e = "<" if elf.little_endian else ">"
-    out: list[_RawSym] = []
+    wanted = _WANTED_TYPES
     if elf.elfclass == 64:
         fmt = struct.Struct(e + "IBBHQQ")
         usable = len(data) - len(data) % fmt.size
-        for name, info, _other, shndx, value, size in fmt.iter_unpack(data[:usable]):
-            out.append((value, size, name, info & 0xF, info >> 4, shndx))
+        out = [(value, size, name, info & 0xF, info >> 4, shndx)
+               for name, info, _other, shndx, value, size in fmt.iter_unpack(data[:usable])
+               if value and shndx and info & 0xF in wanted]
     else:
         fmt = struct.Struct(e + "IIIBBH")
         usable = len(data) - len(data) % fmt.size
-        for name, value, size, info, _other, shndx in fmt.iter_unpack(data[:usable]):
-            out.append((value, size, name, info & 0xF, info >> 4, shndx))
+        out = [(value, size, name, info & 0xF, info >> 4, shndx)
+               for name, value, size, info, _other, shndx in fmt.iter_unpack(data[:usable])
+               if value and shndx and info & 0xF in wanted]
     return out, strtab
 
 

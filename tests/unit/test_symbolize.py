@@ -380,6 +380,14 @@ def test_symbol_shapes(builds: dict[str, Path]) -> None:
         assert es.lookup(s.value) == (s.name, 0)
     # Outside every function.
     assert es.lookup(0) is None and es.lookup(1 << 60) is None
+    # _init has no size: it runs to the end of .init, not on into .plt (BFD agrees).
+    with open(path, "rb") as f:
+        secs = {s.name: (s["sh_addr"], s["sh_size"]) for s in ELFFile(f).iter_sections()}
+    init, plt = secs[".init"], secs[".plt"]
+    assert at["_init"].size == 0 and at["_init"].value == init[0] < plt[0]
+    assert es.lookup(init[0] + init[1] - 1) == ("_init", init[1] - 1)
+    assert es.lookup(plt[0]) is None
+    assert addr2line(oracle, [plt[0]]) == [None]
 
 
 @pytest.mark.parametrize("key", ["c-O2-rdynamic", "cxx-O2-rdynamic", "c-O2", "cxx-O0"])
