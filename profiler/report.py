@@ -17,11 +17,12 @@ from profiler.capture.recording import read_capture
 from profiler.model import Mapping
 from profiler.objfile import ObjectCache
 from profiler.resolve import Resolver
-from profiler.session import Options, Pipeline, summary, write_outputs
+from profiler.session import Options, Pipeline, check_outputs, summary, write_outputs
 from profiler.unwind import AddressSpace, Unwinder
 
 
 def report(args: argparse.Namespace) -> int:
+    check_outputs(Options(output=args.output, folded=args.folded, flamegraph=args.flamegraph))
     cap = read_capture(args.capture)
     h = cap.header
     same_kernel = h.hostname == socket.gethostname() and h.kernel_release == os.uname().release

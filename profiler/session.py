@@ -83,22 +83,43 @@ class Pipeline:
                                      duration_ns=duration_ns, process_names=process_names)
 
 
+def check_outputs(opts: Options) -> None:
+    """Fail before sampling, not after, when an output cannot be written."""
+    for path in (opts.output, opts.folded, opts.flamegraph, opts.record):
+        if not path:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise SframeProfError(f"cannot write {path}: no such directory {directory}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise SframeProfError(f"cannot write {path}: {directory} is not writable")
+        if os.path.isdir(path):
+            raise SframeProfError(f"cannot write {path}: it is a directory")
+
+
 def write_outputs(data: ProfileData, opts: Options) -> list[str]:
     """Write every requested output; returns what was written (for the summary)."""
+    from profiler.atomic import atomic_path
     written = []
-    if opts.output:
-        from profiler.emit.pprof import write_pprof
-        write_pprof(data, opts.output)
-        written.append(f"pprof {opts.output}")
-    if opts.folded:
-        from profiler.emit.folded import write_folded
-        write_folded(data, opts.folded)
-        written.append(f"folded {opts.folded}")
-    if opts.flamegraph:
-        from profiler.emit.flamegraph import write_flamegraph
-        fmt = "svg" if opts.flamegraph.endswith(".svg") else "html"
-        write_flamegraph(data, opts.flamegraph, fmt=fmt)
-        written.append(f"flame graph {opts.flamegraph}")
+    try:
+        if opts.output:
+            from profiler.emit.pprof import write_pprof
+            with atomic_path(opts.output) as tmp:
+                write_pprof(data, tmp)
+            written.append(f"pprof {opts.output}")
+        if opts.folded:
+            from profiler.emit.folded import write_folded
+            with atomic_path(opts.folded) as tmp:
+                write_folded(data, tmp)
+            written.append(f"folded {opts.folded}")
+        if opts.flamegraph:
+            from profiler.emit.flamegraph import write_flamegraph
+            fmt = "svg" if opts.flamegraph.endswith(".svg") else "html"
+            with atomic_path(opts.flamegraph) as tmp:
+                write_flamegraph(data, tmp, fmt=fmt)
+            written.append(f"flame graph {opts.flamegraph}")
+    except OSError as exc:
+        raise SframeProfError(f"cannot write {exc.filename or 'output'}: {exc.strerror}") from None
     return written
 
 
@@ -179,6 +200,7 @@ class LiveSession:
     def run(self) -> int:
         from profiler.capture.bcc_source import BpfSampler
         opts = self.opts
+        check_outputs(opts)
         for pid in opts.pids:
             if not _pid_alive(pid):
                 raise SframeProfError(f"no process with pid {pid}")
