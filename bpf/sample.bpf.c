@@ -13,7 +13,8 @@
 #include "sample.h"
 
 BPF_HASH(targets, u32, u8, 4096);          /* tgids to sample */
-BPF_ARRAY(config, u32, 2);                 /* [0] system-wide, [1] our own tgid */
+BPF_ARRAY(config, u32, 3);                 /* [0] system-wide, [1] our own tgid,
+                                              [2] follow children of targets */
 BPF_ARRAY(counters, u64, NUM_COUNTERS);
 
 #if USE_RINGBUF
@@ -138,5 +139,22 @@ done:
     }
 #endif
     count(CNT_SUBMITTED);
+    return 0;
+}
+
+/* A target's new processes become targets too (like perf's inherit), so a command
+ * that forks workers is profiled whole.  Threads need nothing: they share the tgid. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    int k2 = 2;
+    u32 *follow = config.lookup(&k2);
+    if (!follow || !*follow)
+        return 0;
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (targets.lookup(&parent) == NULL)
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    targets.update(&child, &one);
     return 0;
 }

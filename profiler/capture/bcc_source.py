@@ -83,7 +83,8 @@ class BpfSampler:
 
     def __init__(self, *, pids: list[int], system_wide: bool, freq: int,
                  stack_size: int = 16384, event: str = "cpu-clock",
-                 transport: str = "auto", ringbuf_pages: int = 2048) -> None:
+                 transport: str = "auto", ringbuf_pages: int = 2048,
+                 follow_children: bool = True) -> None:
         if os.geteuid() != 0:
             raise SframeProfError("live profiling needs root (BPF and perf events): "
                                   "run with sudo")
@@ -107,6 +108,7 @@ class BpfSampler:
         config = self.bpf["config"]
         config[ct.c_int(0)] = ct.c_uint32(1 if system_wide else 0)
         config[ct.c_int(1)] = ct.c_uint32(os.getpid())
+        config[ct.c_int(2)] = ct.c_uint32(1 if follow_children else 0)
         self._pending: list[BpfRecord] = []
         self.lost_reported = 0
         if use_ringbuf:
