@@ -555,6 +555,10 @@ def demangle_rust_v0(name: str) -> str | None:
 @functools.lru_cache(maxsize=1 << 16)
 def demangle(name: str) -> str:
     """The demangled form of `name`; `name` itself when it is not mangled or not understood."""
+    at = name.find("@", 2)
+    if at > 0 and name.startswith(("_Z", "_R")):     # symbol version: foo@@LIB_1.0
+        base = demangle(name[:at])
+        return name if base == name[:at] else base + name[at:]
     if name.startswith("_R"):
         return demangle_rust_v0(name) or name
     if name.startswith("_Z"):

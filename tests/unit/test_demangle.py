@@ -92,6 +92,14 @@ def test_cxx_program_symbols_match_cxxfilt(tmp_path: Path) -> None:
     assert any("{lambda(int)#1}" in s for s in shown)
 
 
+def test_symbol_versions_kept() -> None:
+    names = ["_ZN3foo3barEv@GLIBCXX_3.4", "_ZNKSs4sizeEv@@GLIBCXX_3.4",
+             "_RNvC1a3foo@@V1", "_ZN4core3fmt5write17h0123456789abcdefE@V2", "_Zbad@V1",
+             "malloc@@GLIBC_2.2.5"]
+    assert [demangle(n) for n in names] == cxxfilt(names)
+    assert demangle(names[1]) == "std::string::size() const@@GLIBCXX_3.4"
+
+
 def test_itanium_failures_return_the_name() -> None:
     for name in ("_Z", "_Zbogus", "_ZN3foo", "_Z\udcff", "_Z3f\x00oov"):
         assert demangle_itanium(name) is None
