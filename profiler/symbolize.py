@@ -237,17 +237,26 @@ class _Candidate:
         self.sec_end = sec_end
 
 
-def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate]) -> list[str]:
+def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate],
+             errors: list[str], label: str = "") -> list[str]:
     """Append the function symbols of `elf`'s sections named in `which`; returns the
-    names of the sections that had any."""
-    sections = list(elf.iter_sections())
-    shinfo = [(s["sh_flags"], s["sh_addr"], s["sh_size"]) for s in sections]
+    names of the sections that had any.  A damaged table is skipped with a note in
+    `errors` (pyelftools raises many exception types on bad input)."""
     used: list[str] = []
+    try:
+        shinfo = [(s["sh_flags"], s["sh_addr"], s["sh_size"]) for s in elf.iter_sections()]
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"{label}section headers: unusable ({exc})")
+        return used
     for secname in which:
-        sec = elf.get_section_by_name(secname)
-        if sec is None:
+        try:
+            sec = elf.get_section_by_name(secname)
+            if sec is None:
+                continue
+            raw, strtab = _raw_symbols(elf, sec)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{label}{secname}: unusable ({exc})")
             continue
-        raw, strtab = _raw_symbols(elf, sec)
         before = len(out)
         for value, size, noff, stype, bind, shndx in raw:
             if value == 0 or shndx == SHN_UNDEF or (shndx >= SHN_LORESERVE and shndx != SHN_ABS):
@@ -336,23 +345,28 @@ class ElfSymbols:
         build_id = read_build_id(obj)
         cands: list[_Candidate] = []
         errors: list[str] = []
-        sources = _collect(obj.elf, (".symtab", ".dynsym"), cands)
+        sources = _collect(obj.elf, (".symtab", ".dynsym"), cands, errors)
         debug_file = None
-        if obj.elf.get_section_by_name(".symtab") is None:
-            found = _find_debug_file(obj, build_id, debug_dirs, root, errors)
+        if ".symtab" not in sources:
+            try:
+                found = _find_debug_file(obj, build_id, debug_dirs, root, errors)
+            except Exception as exc:  # noqa: BLE001 - e.g. a damaged .gnu_debuglink
+                errors.append(f"separate debug file: not usable ({exc})")
+                found = None
             if found is not None:
                 path, how, stream = found
                 with stream:
                     try:
                         debug_elf = ELFFile(stream)
-                        if _collect(debug_elf, (".symtab",), cands):
+                        if _collect(debug_elf, (".symtab",), cands, errors, f"{path}: "):
                             sources.append(f"{how}:{path}")
                             debug_file = path
                     except (ELFError, ValueError, struct.error, OSError) as exc:
                         errors.append(f"{path}: unusable debug file ({exc})")
             if debug_file is None:
                 mini = _mini_debuginfo(obj.elf, errors)
-                if mini is not None and _collect(mini, (".symtab",), cands):
+                if mini is not None and _collect(mini, (".symtab",), cands, errors,
+                                                 ".gnu_debugdata: "):
                     sources.append(".gnu_debugdata")
         return cls(obj.name, build_id, cands, sources, debug_file, errors)
 

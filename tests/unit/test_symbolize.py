@@ -524,6 +524,47 @@ def test_minidebuginfo(builds: dict[str, Path], tmp_path: Path) -> None:
     assert es2.lookup(main.value) == ("main", 0)
 
 
+def test_damaged_symtab_costs_only_itself(builds: dict[str, Path], tmp_path: Path) -> None:
+    src = str(builds["c-O2-rdynamic"])
+    with open(src, "rb") as f:
+        elf = ELFFile(f)
+        shoff, shentsize = elf["e_shoff"], elf["e_shentsize"]
+        index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".symtab")
+    blob = bytearray(Path(src).read_bytes())
+    offset_at = shoff + index * shentsize + 24        # Elf64_Shdr.sh_offset
+    blob[offset_at:offset_at + 8] = (1 << 40).to_bytes(8, "little")
+    bad = tmp_path / "bad"
+    bad.write_bytes(bytes(blob))
+    es = load(bad, debug_dirs=())
+    assert es.sources == [".dynsym"]
+    main = next(s for s in function_symbols(src) if s.name == "main")
+    assert es.lookup(main.value + 1) == ("main", 1)
+
+
+def test_live_vdso() -> None:
+    """The vDSO of this process, read from memory like the capture side does."""
+    with open("/proc/self/maps") as f:
+        line = next(x for x in f if x.rstrip().endswith("[vdso]"))
+    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+    with open("/proc/self/mem", "rb") as f:
+        f.seek(lo)
+        image = f.read(hi - lo)
+    es = ElfSymbols.load(ObjectFile.from_bytes(image, "[vdso]"))
+    assert es.sources == [".dynsym"] and es.build_id
+    syms = {s.name: s for s in function_symbols_from_image(image)}
+    assert "__vdso_clock_gettime" in syms
+    s = syms["__vdso_clock_gettime"]
+    assert es.lookup(s.value + 2) == ("clock_gettime", 2)    # the weak public alias
+
+
+def function_symbols_from_image(image: bytes) -> list[Sym]:
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".so") as f:
+        f.write(image)
+        f.flush()
+        return function_symbols(f.name, dynamic_only=True)
+
+
 # -- committed targets (x86_64 and aarch64, three toolchains) ------------------------
 
 @pytest.mark.parametrize("path", TARGET_FILES, ids=lambda p: str(Path(p).relative_to(TARGETS)))
