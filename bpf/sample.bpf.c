@@ -19,8 +19,10 @@ BPF_ARRAY(counters, u64, NUM_COUNTERS);
 
 #if USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(forks, 16);
 #else
 BPF_PERF_OUTPUT(events);
+BPF_PERF_OUTPUT(forks);
 BPF_PERCPU_ARRAY(scratch, struct sframe_sample, 1);
 #endif
 
@@ -142,8 +144,11 @@ done:
     return 0;
 }
 
+#if FOLLOW_CHILDREN
 /* A target's new processes become targets too (like perf's inherit), so a command
- * that forks workers is profiled whole.  Threads need nothing: they share the tgid. */
+ * that forks workers is profiled whole.  Threads need nothing: they share the tgid.
+ * bcc builds `args` from the tracepoint's format file, so the layout is the running
+ * kernel's (6.x moved the comm fields to __data_loc strings). */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     int k2 = 2;
@@ -156,5 +161,14 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u32 child = args->child_pid;
     u8 one = 1;
     targets.update(&child, &one);
+    /* Tell user space at once, so a short-lived child gets its parent's maps (a fork
+     * copies them) even if it exits before its maps can be read. */
+    struct fork_event ev = {.parent = parent, .child = child};
+#if USE_RINGBUF
+    forks.ringbuf_output(&ev, sizeof(ev), 0);
+#else
+    forks.perf_submit(args, &ev, sizeof(ev));
+#endif
     return 0;
 }
+#endif

@@ -40,6 +40,12 @@ struct sframe_sample {
     __u8 stack[STACK_BYTES + CHUNK];  /* + CHUNK: lets the verifier bound each read */
 };
 
+/* A target forked: the child is a target now (see sample.bpf.c). */
+struct fork_event {
+    __u32 parent;              /* tgid of the forking process */
+    __u32 child;               /* pid of the new process */
+};
+
 /* counters[] indexes */
 #define CNT_HITS 0          /* interrupts in a target process */
 #define CNT_SUBMITTED 1

@@ -108,6 +108,8 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
                    help="sampling event (default cpu-clock; cycles needs a hardware PMU)")
     g.add_argument("--stack-size", type=_stack_size, default=16384, metavar="BYTES",
                    help="user stack bytes copied per sample (default 16384)")
+    g.add_argument("--no-children", action="store_false", dest="follow_children",
+                   help="do not follow processes the targets start (followed by default)")
     g.add_argument("--transport", choices=("auto", "ringbuf", "perf"), default="auto",
                    help=argparse.SUPPRESS)
     g.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
@@ -143,7 +145,8 @@ def _options(args: argparse.Namespace, command: list[str], record: str | None = 
                    output=None if record else args.output,
                    folded=None if record else args.folded,
                    flamegraph=None if record else args.flamegraph, command=command,
-                   record=record, transport=args.transport, quiet=args.quiet)
+                   record=record, transport=args.transport, quiet=args.quiet,
+                   follow_children=args.follow_children)
 
 
 def _check_target(args: argparse.Namespace, command: list[str],
@@ -212,7 +215,14 @@ def tools_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_agent(argv: list[str]) -> int:
+    from profiler.agent import main as agent_main
+    return agent_main(argv)
+
+
 def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] == "agent":
+        return cmd_agent(argv[1:])
     if argv and argv[0] == "record":
         return cmd_record(argv[1:])
     if argv and argv[0] == "report":

@@ -63,6 +63,7 @@ class Process:
     generation: int = 0
     exited: bool = False
     exe: str = ""
+    start_time: int = 0   # /proc/PID/stat field 22: tells a reused PID from the old one
 
 
 class ProcessTable:
@@ -73,24 +74,47 @@ class ProcessTable:
         self.proc = proc
         self.procs: dict[int, Process] = {}
         self._by_identity: dict[FileIdentity, ObjectFile | None] = {}
+        self.parents: dict[int, int] = {}
         self.open_errors: dict[str, str] = {}
 
     def get(self, pid: int) -> Process | None:
-        """The process, its maps read on first sight; None if it is already gone."""
+        """The process, its maps read on first sight; None if it is already gone.
+
+        A child that exited before its maps could be read gets its parent's (a fork
+        copies the address space; an exec would have replaced it, but a child that
+        execs lives long enough to be read)."""
         p = self.procs.get(pid)
         if p is None:
             p = Process(pid)
             try:
                 self._load(p)
             except ProcessGone:
-                return None
+                parent = self.procs.get(self.parents.get(pid, -1))
+                if parent is None or parent.space is None:
+                    return None
+                p = self._inherit(pid, parent)
             self.procs[pid] = p
         return p
 
+    def note_fork(self, parent: int, child: int) -> None:
+        """A target forked: read the child's maps now, while it surely lives."""
+        self.parents[child] = parent
+        if child not in self.procs and parent in self.procs:
+            self.get(child)
+
+    def _inherit(self, pid: int, parent: Process) -> Process:
+        p = Process(pid, parent.mappings, dict(parent.identities), parent.memory,
+                    refreshed_at=time.monotonic(), exited=True, exe=parent.exe,
+                    start_time=0)
+        p.space = AddressSpace(p.mappings, p.memory, self.objects,
+                               opener=lambda m: self.open_mapping(parent.pid, m))
+        return p
+
     def refresh(self, p: Process, force: bool = False) -> bool:
-        """Re-read the maps (rate limited); True if they changed."""
+        """Re-read the maps (rate limited); True if they changed.  A PID that came back
+        as a new process (PID reuse) gets the new process's maps."""
         now = time.monotonic()
-        if p.exited or (not force and now - p.refreshed_at < REFRESH_INTERVAL_S):
+        if not force and now - p.refreshed_at < REFRESH_INTERVAL_S:
             return False
         old = p.mappings
         try:
@@ -110,6 +134,11 @@ class ProcessTable:
             raise ProcessGone(p.pid) from None
         if not text and p.mappings:
             raise ProcessGone(p.pid)
+        start_time = _start_time(f"{self.proc}/{p.pid}/stat")
+        if p.start_time and start_time and start_time != p.start_time:
+            p.identities = {}      # the PID was reused: a different process
+        p.start_time = start_time or p.start_time
+        p.exited = False
         parsed = parse_maps(text)
         p.mappings = tuple(m for m, _ in parsed)
         p.identities = {m.start: ident for m, ident in parsed if ident is not None}
@@ -166,3 +195,17 @@ def _same_inode(path: str, ident: FileIdentity) -> bool:
         return os.stat(path).st_ino == ident.inode
     except OSError:
         return False
+
+
+def _start_time(stat_path: str) -> int:
+    """Field 22 (starttime) of /proc/PID/stat; 0 if unreadable."""
+    try:
+        with open(stat_path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return 0
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return 0

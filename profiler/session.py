@@ -45,6 +45,7 @@ class Options:
     transport: str = "auto"
     quiet: bool = False
     pac_mask: int | None = None
+    follow_children: bool = True
 
 
 def machine_arch() -> str:
@@ -200,6 +201,9 @@ class LiveSession:
     def run(self) -> int:
         from profiler.capture.bcc_source import BpfSampler
         opts = self.opts
+        if os.geteuid() != 0:
+            raise SframeProfError("live profiling needs root (BPF and perf events): "
+                                  "run with sudo")
         check_outputs(opts)
         for pid in opts.pids:
             if not _pid_alive(pid):
@@ -212,11 +216,14 @@ class LiveSession:
         try:
             sampler = BpfSampler(pids=pids, system_wide=opts.system_wide, freq=opts.freq,
                                  stack_size=opts.stack_size, event=opts.event,
-                                 transport=opts.transport)
+                                 transport=opts.transport,
+                                 follow_children=opts.follow_children)
         except BaseException:
             if self.child is not None:
                 self.child.stop()
             raise
+        for warning in sampler.warnings:
+            print(f"sframe-prof: warning: {warning}", file=sys.stderr)
         for pid in opts.pids:
             self.table.get(pid)
         if opts.record:
@@ -238,7 +245,10 @@ class LiveSession:
         last_status = 0.0
         try:
             while not self.stop:
-                self._consume(sampler.poll(100))
+                records = sampler.poll(100)
+                for parent, child in sampler.take_forks():
+                    self.table.note_fork(parent, child)
+                self._consume(records)
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
@@ -248,7 +258,10 @@ class LiveSession:
                     last_status = now
                     self._status(sampler)
             for _ in range(3):   # drain what is still in the buffer
-                self._consume(sampler.poll(20))
+                records = sampler.poll(20)
+                for parent, child in sampler.take_forks():
+                    self.table.note_fork(parent, child)
+                self._consume(records)
             counters = sampler.counters()
         finally:
             signal.signal(signal.SIGINT, old_int)

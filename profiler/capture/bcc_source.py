@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes as ct
 import os
 import platform
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,58 @@ def _arch_flag() -> str:
     raise SframeProfError(f"unsupported architecture {m} (x86_64 and aarch64 only)")
 
 
+NT_ARM_PAC_MASK = 0x406     # elf.h: struct user_pac_mask { u64 data_mask, insn_mask; }
+_PTRACE_TRACEME = 0
+_PTRACE_GETREGSET = 0x4204
+
+
+class _Iovec(ct.Structure):
+    _fields_ = [("base", ct.c_void_p), ("len", ct.c_size_t)]
+
+
+def read_pac_mask() -> int | None:
+    """The bits of a user code address that hold its pointer-authentication code.
+
+    The kernel tells a tracer with PTRACE_GETREGSET NT_ARM_PAC_MASK: GENMASK(54,
+    VA bits), 0x007f000000000000 with the usual 48-bit user VA.  The value is the same
+    for every process, so it is read from a child of our own that stops itself under
+    ptrace; the targets are never traced.  None off aarch64, without pointer
+    authentication (the kernel refuses the regset), or where ptrace is not allowed.
+    """
+    if platform.machine() not in ("aarch64", "arm64"):
+        return None
+    try:
+        libc = ct.CDLL(None, use_errno=True)
+        ptrace = libc.ptrace
+    except (OSError, AttributeError):
+        return None
+    ptrace.restype = ct.c_long
+    ptrace.argtypes = [ct.c_long, ct.c_int, ct.c_void_p, ct.c_void_p]
+    pid = os.fork()
+    if pid == 0:  # child: become traced and stop; the parent reads the regset and kills us
+        try:
+            if ptrace(_PTRACE_TRACEME, 0, None, None) == 0:
+                os.kill(os.getpid(), signal.SIGSTOP)
+        finally:
+            os._exit(0)
+    mask = None
+    try:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSTOPPED(status):
+            regs = (ct.c_uint64 * 2)()
+            iov = _Iovec(ct.cast(regs, ct.c_void_p), ct.sizeof(regs))
+            if ptrace(_PTRACE_GETREGSET, pid, ct.c_void_p(NT_ARM_PAC_MASK),
+                      ct.byref(iov)) == 0 and iov.len == ct.sizeof(regs):
+                mask = int(regs[1]) or None
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    return mask
+
+
 def import_bcc() -> Any:
     try:
         import bcc  # type: ignore[import-not-found]
@@ -89,14 +142,23 @@ class BpfSampler:
             raise SframeProfError("live profiling needs root (BPF and perf events): "
                                   "run with sudo")
         bcc = import_bcc()
+        # aarch64: the PAC bits of return addresses on this kernel (None elsewhere, and
+        # where it cannot be read: the unwinder then strips bits 48-63).
+        self.pac_mask = read_pac_mask()
         self.stack_size = stack_size
         self.struct = sample_struct(stack_size)
         self.stack_offset = self.struct.stack.offset  # type: ignore[attr-defined]
         use_ringbuf = transport == "ringbuf" or (transport == "auto" and _has_ringbuf(bcc))
         self.transport = "ringbuf" if use_ringbuf else "perf"
         d = bpf_dir()
+        self.follow_children = follow_children and ensure_tracefs()
+        self.warnings: list[str] = []
+        if follow_children and not self.follow_children:
+            self.warnings.append("child processes are not followed: tracefs is not "
+                                 "mounted and could not be mounted")
         cflags = [f"-I{d}", _arch_flag(), f"-DSTACK_BYTES={stack_size}", "-DMAX_KSTACK=127",
-                  f"-DUSE_RINGBUF={int(use_ringbuf)}", f"-DRINGBUF_PAGES={ringbuf_pages}"]
+                  f"-DUSE_RINGBUF={int(use_ringbuf)}", f"-DRINGBUF_PAGES={ringbuf_pages}",
+                  f"-DFOLLOW_CHILDREN={int(self.follow_children)}"]
         try:
             self.bpf = bcc.BPF(src_file=str(d / "sample.bpf.c").encode(), cflags=cflags)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
@@ -108,14 +170,19 @@ class BpfSampler:
         config = self.bpf["config"]
         config[ct.c_int(0)] = ct.c_uint32(1 if system_wide else 0)
         config[ct.c_int(1)] = ct.c_uint32(os.getpid())
-        config[ct.c_int(2)] = ct.c_uint32(1 if follow_children else 0)
+        config[ct.c_int(2)] = ct.c_uint32(1 if self.follow_children else 0)
         self._pending: list[BpfRecord] = []
+        self.forks: list[tuple[int, int]] = []   # (parent tgid, child pid), oldest first
         self.lost_reported = 0
         if use_ringbuf:
             self.bpf["events"].open_ring_buffer(self._on_ringbuf)
+            if self.follow_children:
+                self.bpf["forks"].open_ring_buffer(self._on_fork_rb)
         else:
             self.bpf["events"].open_perf_buffer(self._on_perf, page_cnt=256,
                                                 lost_cb=self._on_lost)
+            if self.follow_children:
+                self.bpf["forks"].open_perf_buffer(self._on_fork_perf, page_cnt=8)
         ev_type, ev_config = _event(bcc, event)
         try:
             self.bpf.attach_perf_event(ev_type=ev_type, ev_config=ev_config,
@@ -148,6 +215,19 @@ class BpfSampler:
     def _on_perf(self, _cpu: int, data: int, _size: int) -> None:
         self._pending.append(self._decode(data))
 
+    def _on_fork_rb(self, _ctx: Any, data: int, _size: int) -> int:
+        ev = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents
+        self.forks.append((int(ev[0]), int(ev[1])))
+        return 0
+
+    def _on_fork_perf(self, _cpu: int, data: int, _size: int) -> None:
+        ev = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents
+        self.forks.append((int(ev[0]), int(ev[1])))
+
+    def take_forks(self) -> list[tuple[int, int]]:
+        out, self.forks = self.forks, []
+        return out
+
     def _on_lost(self, count: int) -> None:
         self.lost_reported += count
 
@@ -170,6 +250,22 @@ class BpfSampler:
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def ensure_tracefs() -> bool:
+    """bcc reads tracepoint formats from tracefs: mount it if the system has not."""
+    if any(os.path.isdir(f"{d}/events") for d in TRACEFS_DIRS):
+        return True
+    import subprocess
+    try:
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]],
+                       capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return os.path.isdir(f"{TRACEFS_DIRS[0]}/events")
 
 
 def _has_ringbuf(bcc: Any) -> bool:
