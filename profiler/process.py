@@ -69,9 +69,11 @@ class Process:
 class ProcessTable:
     """Every process seen during a run."""
 
-    def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc") -> None:
+    def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc",
+                 use_map_files: bool = True) -> None:
         self.objects = objects or ObjectCache()
         self.proc = proc
+        self.use_map_files = use_map_files
         self.procs: dict[int, Process] = {}
         self._by_identity: dict[FileIdentity, ObjectFile | None] = {}
         self.parents: dict[int, int] = {}
@@ -171,11 +173,12 @@ class ProcessTable:
         if ident is not None and ident in self._by_identity:
             return self._by_identity[ident]
         obj = None
-        candidates = [f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}",
-                      f"{self.proc}/{pid}/root{m.path}", m.path]
-        for i, path in enumerate(candidates):
-            if i and ident is not None and not _same_inode(path, ident):
-                continue  # not the file the process mapped (another root, replaced)
+        map_file = f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}"
+        candidates = ([map_file] if self.use_map_files else []) + [
+            f"{self.proc}/{pid}/root{m.path}", m.path]
+        for path in candidates:
+            if path != map_file and (ident is None or not _same_inode(path, ident)):
+                continue  # not provably the file the process mapped: never follow it
             try:
                 obj = ObjectFile.open(path, m.path)
                 break

@@ -149,3 +149,49 @@ def test_stack_pointer_outside_mappings(hostile: Path, tmp_path: Path) -> None:
     assert parked, [s.labels for s in bad][:5]
     reliable_chains_are_sane(prof)
     print("badsp", stats(prof))
+
+
+def test_container_target_gets_its_own_file(hostile: Path, tmp_path: Path) -> None:
+    """A target in its own mount namespace maps file A at a path where the host has
+    file B; the profiler must open A (through map_files, or an inode-checked path),
+    never B by following the path in the host's file system."""
+    import shutil
+    import time
+
+    from profiler.objfile import ObjectFile
+    from profiler.process import ProcessTable
+    from profiler.symbolize import read_build_id
+
+    a = tmp_path / "a.bin"
+    p = tmp_path / "p.bin"
+    shutil.copy(hostile, a)
+    shutil.copy(STATIC, p)                      # the host's file at the same path
+    target = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount --bind {a} {p} && exec {p} threads 30 1"])
+    try:
+        for _ in range(100):
+            maps = Path(f"/proc/{target.pid}/maps").read_text()
+            if str(p) in maps:
+                break
+            time.sleep(0.05)
+        table = ProcessTable()
+        proc = table.get(target.pid)
+        assert proc is not None
+        m = next(m for m in proc.mappings if m.path == str(p) and m.executable)
+        want = read_build_id(ObjectFile.open(str(a)))
+        host_file = read_build_id(ObjectFile.open(str(p)))
+        assert want != host_file                 # the path on the host is another file
+        got = table.open_mapping(target.pid, m)
+        assert got is not None and read_build_id(got) == want
+
+        # Without map_files only inode-checked paths are tried: /proc/PID/root/... is
+        # the target's own view (A); the host path (B) has another inode and is refused.
+        no_map_files = ProcessTable(use_map_files=False)
+        no_map_files.get(target.pid)
+        obj = no_map_files.open_mapping(target.pid, m)
+        assert obj is not None and read_build_id(obj) == want
+    finally:
+        target.kill()
+        target.wait()
+
