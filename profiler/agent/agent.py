@@ -1,0 +1,379 @@
+"""The agent loop: sample, unwind as samples arrive, close windows, feed the sinks.
+
+One thread reads the BPF buffer (``poll`` wakes up as soon as a sample is there),
+identifies the process on first sight (its maps, files and cgroup are read while it
+lives), unwinds the sample at once and counts it into its window's group.  When a
+window's end has passed (plus a short grace for samples still in the buffer), the
+window's groups become profiles, go to every sink, and the process book forgets what
+exited.  Each network sink has its own sender thread draining its spool.
+
+SIGTERM and SIGINT end the loop: the current window is closed at that moment and
+shipped (or spooled), the senders get ``flush_timeout`` seconds to drain, and what
+they could not send stays in the spool for the next start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from profiler.agent import agent_version
+from profiler.agent.config import AgentConfig, build, secret
+from profiler.agent.metrics import (
+    ResourceMeter,
+    Totals,
+    WindowMetrics,
+    format_status,
+    read_status,
+    status_doc,
+    write_status,
+)
+from profiler.agent.procs import (
+    BoundedProcessTable,
+    BoundedResolver,
+    Matcher,
+    ProcessBook,
+    TargetScanner,
+)
+from profiler.agent.sinks import DirectorySink, HttpSink, OtlpSink, PyroscopeSink
+from profiler.agent.spool import Spool
+from profiler.agent.windows import Clock, Window, build_shipments, group_key
+from profiler.model import RawSample
+from profiler.objfile import ObjectCache
+from profiler.session import Pipeline, machine_arch
+from profiler.unwind import Unwinder
+
+log = logging.getLogger("sframe-prof.agent")
+
+GRACE_NS = 300_000_000          # wait this long after a window's end for its last samples
+POLL_MS = 100
+
+
+def run(argv: list[str]) -> int:
+    cfg, args = build(argv)
+    if args.status:
+        doc = read_status(cfg.spool)
+        if doc is None:
+            print(f"sframe-prof agent: no status in {cfg.spool} (not started yet?)",
+                  file=sys.stderr)
+            return 3
+        print(format_status(doc))
+        return 0 if doc.get("state") == "running" else 3
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="sframe-prof agent: %(message)s")
+    return Agent(cfg).run()
+
+
+def trim_llvm() -> None:
+    """Give back memory bcc's compiler used: the freed heap (malloc_trim) and the code
+    pages of LLVM and clang, which only the one compilation at start-up needed.  The
+    pages are read-only file text: dropping them is invisible except in RSS (they
+    would be read back from the file if ever executed again)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    try:
+        libc.malloc_trim(0)
+    except AttributeError:
+        pass
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madv_dontneed = 4
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "r-xp":
+            continue
+        name = os.path.basename(parts[5])
+        if not name.startswith(("libLLVM", "libclang")):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        madvise(lo, hi - lo, madv_dontneed)
+
+
+_LIBC: Any = None
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the kernel (glibc keeps it otherwise): RSS stays flat."""
+    global _LIBC
+    try:
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def ringbuf_pages(freq: int, stack_size: int) -> int:
+    """Room for about eight seconds of samples from every CPU (a window's first
+    symbolization of a big binary can keep the loop busy that long), a power of two."""
+    cpus = os.cpu_count() or 1
+    need = cpus * freq * (stack_size + 1536) * 8 // 4096
+    pages = 256
+    while pages < need and pages < 8192:
+        pages *= 2
+    return pages
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.version = agent_version()
+        self.host = cfg.hostname()
+        self.window_ns = int(cfg.window * 1e9)
+        self.period_ns = int(1e9 / cfg.freq)
+        self.arch = machine_arch()
+        self.table = BoundedProcessTable(ObjectCache(), max_objects=cfg.cache_objects,
+                                         max_object_bytes=cfg.cache_object_bytes)
+        self.resolver = BoundedResolver(cfg.cache_symbols, cfg.cache_symbol_bytes)
+        self.pipeline = Pipeline(Unwinder(self.table.objects), self.resolver)
+        self.matcher = Matcher(cfg.exe, cfg.cgroup, cfg.services)
+        self.post_filter = self.matcher.filtering and not cfg.pids
+        self.book = ProcessBook(self.table, self.matcher)
+        self.clock = Clock()
+        self.windows: dict[int, Window] = {}
+        self.closed_index = -1
+        self.start_wall = 0
+        self.totals = Totals()
+        self.last_lost = 0
+        self.stop = False
+        self.run_id = f"{int(time.time() * 1000):013d}"
+        self.started = time.time()
+        self.sinks: list[Any] = []
+        self.meter: ResourceMeter | None = None
+        self.last_metrics = WindowMetrics()
+        self.sampler: Any = None
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def _make_sinks(self) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.spool, mode=0o700, exist_ok=True)
+        common = {"timeout": cfg.timeout, "retry_min": cfg.retry_min,
+                  "retry_max": cfg.retry_max, "run_id": self.run_id}
+        if cfg.output_dir:
+            self.sinks.append(DirectorySink(cfg.output_dir, cfg.output_max_bytes))
+        if cfg.pyroscope:
+            spool = Spool(os.path.join(cfg.spool, "pyroscope"), cfg.spool_max_bytes)
+            self.sinks.append(PyroscopeSink(
+                cfg.pyroscope, spool, freq=cfg.freq, token=secret(cfg.pyroscope_token),
+                user=cfg.pyroscope_user, password=secret(cfg.pyroscope_password),
+                tenant=cfg.tenant, **common))
+        if cfg.otlp:
+            spool = Spool(os.path.join(cfg.spool, "otlp"), cfg.spool_max_bytes)
+            self.sinks.append(OtlpSink(cfg.otlp, spool, version=self.version,
+                                       headers=cfg.otlp_headers, tenant=cfg.tenant, **common))
+        for s in self.sinks:
+            if isinstance(s, HttpSink):
+                if s.spool.resumed:
+                    log.info("%s: resuming %d spooled profile(s) from %s", s.name,
+                             s.spool.resumed, s.spool.dir)
+                s.start()
+
+    def _make_sampler(self) -> Any:
+        from profiler.capture.bcc_source import BpfSampler
+        cfg = self.cfg
+        kwargs: dict[str, Any] = {
+            "pids": list(cfg.pids), "system_wide": not (cfg.pids or self.matcher.filtering),
+            "freq": cfg.freq, "stack_size": cfg.stack_size, "event": cfg.event,
+            "ringbuf_pages": ringbuf_pages(cfg.freq, cfg.stack_size)}
+        if "follow_children" in inspect.signature(BpfSampler).parameters:
+            kwargs["follow_children"] = bool(cfg.pids)
+        return BpfSampler(**kwargs)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self._make_sinks()
+        try:
+            self.sampler = self._make_sampler()
+        except BaseException:
+            self._stop_sinks()
+            raise
+        if cfg.trim_llvm:
+            trim_llvm()
+        self.meter = ResourceMeter()
+        scanner = TargetScanner(self.matcher, self.sampler.add_pid) \
+            if self.matcher.filtering else None
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.clock.update()
+        self.start_wall = time.time_ns()
+        self.closed_index = self.start_wall // self.window_ns - 1
+        what = "every process" if not (cfg.pids or self.matcher.filtering) else "matching processes"
+        log.info("sampling %s at %d Hz, %g s windows, sinks: %s; version %s, host %s",
+                 what, cfg.freq, cfg.window, ", ".join(s.name for s in self.sinks),
+                 self.version, self.host)
+        deadline = time.monotonic() + cfg.duration if cfg.duration else None
+        next_scan = 0.0
+        try:
+            while not self.stop:
+                self._consume(self.sampler.poll(POLL_MS))
+                mono = time.monotonic()
+                if scanner is not None and mono >= next_scan:
+                    scanner.scan()
+                    next_scan = mono + cfg.scan_interval
+                now = time.time_ns()
+                while (self.closed_index + 2) * self.window_ns + GRACE_NS <= now:
+                    self._close(self.closed_index + 1, end_ns=None)
+                if deadline is not None and mono >= deadline:
+                    break
+            for _ in range(3):
+                self._consume(self.sampler.poll(20))
+            now = time.time_ns()
+            while self.closed_index + 1 < now // self.window_ns:
+                self._close(self.closed_index + 1, end_ns=None)
+            self._close(self.closed_index + 1, end_ns=now)     # the current, partial window
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            try:
+                self.sampler.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._stop_sinks()
+            self._write_status("stopped")
+        pending = sum(s.pending() for s in self.sinks)
+        log.info("stopped: %d samples, %d profiles in %d windows%s", self.totals.samples,
+                 self.totals.profiles, self.totals.windows,
+                 f"; {pending} profile(s) left in the spool for the next start" if pending else "")
+        return 0
+
+    def _on_signal(self, _sig: int, _frame: object) -> None:
+        self.stop = True
+
+    def _stop_sinks(self) -> None:
+        deadline = time.monotonic() + max(0.0, self.cfg.flush_timeout)
+        senders = [s for s in self.sinks if isinstance(s, HttpSink) and s.thread.is_alive()]
+        for s in senders:
+            s.stop(deadline)
+        for s in senders:
+            s.join(max(0.0, deadline - time.monotonic()) + 2.0)
+
+    # -- samples ----------------------------------------------------------------------
+
+    def _consume(self, records: list[Any]) -> None:
+        t = self.totals
+        for r in records:
+            t.samples += 1
+            info, proc = self.book.lookup(r.pid, r.comm, r.time_ns)
+            if self.post_filter and not info.matched:
+                t.filtered += 1
+                continue
+            t.kept += 1
+            idx = self.clock.wall(r.time_ns) // self.window_ns
+            if idx <= self.closed_index:
+                t.late += 1
+                idx = self.closed_index + 1
+            win = self.windows.get(idx)
+            if win is None:
+                win = self.windows[idx] = Window(
+                    idx, max(idx * self.window_ns, self.start_wall), (idx + 1) * self.window_ns)
+            g = win.group(group_key(info, self.cfg.group_by))
+            win.samples += 1
+            if info.exe:
+                g.exe[r.pid] = os.path.basename(info.exe)
+            sample = RawSample(
+                arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
+                mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
+                pid=r.pid, tid=r.tid, comm=r.comm, time_ns=r.time_ns, cpu=r.cpu,
+                kernel_stack=r.kstack)
+            self.pipeline.agg = g.agg
+            self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
+                              self.table)
+            self.book.note_sample(r.pid, idx)
+
+    # -- windows ----------------------------------------------------------------------
+
+    def _close(self, idx: int, end_ns: int | None) -> None:
+        """Ship window `idx` (ending at `end_ns` if the run stops inside it)."""
+        t0 = time.perf_counter()
+        win = self.windows.pop(idx, None)
+        if win is None:
+            win = Window(idx, max(idx * self.window_ns, self.start_wall),
+                         (idx + 1) * self.window_ns)
+        if end_ns is not None:
+            win.end_ns = min(win.end_ns, end_ns)
+        self.closed_index = idx
+        self.clock.update()
+        t = self.totals
+        lost = int(self.sampler.counters().get("lost", 0)) if self.sampler else 0
+        user = sum(g.agg.user_samples for g in win.groups.values())
+        reliable = sum(g.agg.reliable for g in win.groups.values())
+        t.user_samples += user
+        t.reliable += reliable
+        t.windows += 1
+        assert self.meter is not None
+        cpu, rss = self.meter.sample()
+        m = WindowMetrics(
+            window_start=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(win.start_ns / 1e9)),
+            samples=win.samples, lost=lost - self.last_lost,
+            reliable_pct=round(100.0 * reliable / user, 2) if user else 0.0,
+            groups=len(win.groups), processes=len(self.book.infos), cpu_pct=round(cpu, 3),
+            rss_mb=round(rss, 1), sinks={s.name: s.stats() for s in self.sinks})
+        t.lost = lost
+        self.last_lost = lost
+        shipments = build_shipments(win, self.resolver, period_ns=self.period_ns,
+                                    host=self.host, version=self.version,
+                                    extra_labels=self.cfg.labels, comments=[m.comment()],
+                                    between=self._drain)
+        for s in shipments:
+            for sink in self.sinks:
+                try:
+                    sink.submit(s)
+                except OSError as exc:
+                    log.warning("%s: cannot keep window %s: %s", sink.name, s.window_id,
+                                exc.strerror or exc)
+        for sink in self.sinks:
+            if isinstance(sink, HttpSink):
+                sink.window_done()
+        t.profiles += len(shipments)
+        self.resolver.end_window()
+        self.book.reap(idx)
+        self.table.trim()
+        release_memory()
+        m.build_ms = round((time.perf_counter() - t0) * 1000, 1)
+        m.sinks = {s.name: s.stats() for s in self.sinks}
+        self.last_metrics = m
+        if self.cfg.output_dir:
+            self._write_metrics_file(win, m)
+        self._write_status("running")
+        if not self.cfg.quiet:
+            log.info("%s, %d profile(s), %.0f ms", m.log_line(), len(shipments), m.build_ms)
+
+    def _drain(self) -> None:
+        """Read the buffer while a window is being built, so it never fills up."""
+        if self.sampler is not None:
+            self._consume(self.sampler.poll(0))
+
+    def _write_metrics_file(self, win: Window, m: WindowMetrics) -> None:
+        import json
+        from dataclasses import asdict
+
+        from profiler.agent.windows import iso_name
+        for sink in self.sinks:
+            if isinstance(sink, DirectorySink):
+                doc = {"window_start_ns": win.start_ns, "window_end_ns": win.end_ns,
+                       "host": self.host, "version": self.version, **asdict(m)}
+                sink.write(f"{iso_name(win.start_ns)}-agent.json",
+                           json.dumps(doc, sort_keys=True).encode())
+
+    def _write_status(self, state: str) -> None:
+        cpu_total = self.meter.total_pct() if self.meter else 0.0
+        m = self.last_metrics
+        m.sinks = {s.name: s.stats() for s in self.sinks}
+        write_status(self.cfg.spool, status_doc(
+            pid=os.getpid(), version=self.version, started=self.started, totals=self.totals,
+            window=m, cpu_total_pct=cpu_total, state=state))

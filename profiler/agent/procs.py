@@ -1,0 +1,509 @@
+"""Processes as the agent sees them: identity (service, container), filters, bounded caches.
+
+A process's identity -- executable, cgroup, container id, service name, start time --
+and its memory maps are read the first time one of its samples is consumed, which is
+within milliseconds of the sample, so a process that exits a moment later keeps its
+samples attributed to it.  Its ELF objects are opened at the same time, through
+/proc/PID/map_files, while that still works.
+
+The agent runs for months, so nothing here may grow without bound:
+
+* :class:`BoundedProcessTable` keeps the project's ProcessTable but caches ELF objects
+  in an LRU limited in count and bytes, and forgets processes on request;
+* :class:`ProcessBook` forgets a process once it has exited and the window holding its
+  last sample has been shipped; it notices PID reuse by the start time in
+  /proc/PID/stat;
+* :class:`BoundedResolver` keeps symbol tables in an LRU, and per-window state
+  (perf maps, mapping info) only for one window.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from profiler.model import Mapping
+from profiler.objfile import ObjectCache, ObjectError, ObjectFile
+from profiler.process import Process, ProcessTable
+from profiler.resolve import Resolver
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# A 64-hex-digit id in a cgroup path: docker, containerd (cri-containerd-ID.scope),
+# CRI-O (crio-ID.scope), podman (libpod-ID.scope), Kubernetes pods' containers.
+_CONTAINER_ID = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+KERNEL_SERVICE = "kernel"
+
+
+class Lru(OrderedDict[K, V], Generic[K, V]):
+    """A dict that forgets its least recently used entries beyond a count and a byte budget.
+
+    Reads through ``[]`` and ``get`` refresh an entry; ``in`` does not.  ``size_of``
+    gives an entry's bytes (0 without a byte budget)."""
+
+    def __init__(self, max_items: int, max_bytes: int = 0,
+                 size_of: Callable[[V], int] | None = None) -> None:
+        super().__init__()
+        self.max_items = max(1, max_items)
+        self.max_bytes = max_bytes
+        self.size_of = size_of
+        self.bytes = 0
+        self.evictions = 0
+        self._sizes: dict[K, int] = {}
+
+    def __getitem__(self, key: K) -> V:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def get(self, key: K, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        return default
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if key in self:
+            self.bytes -= self._sizes.pop(key, 0)
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        size = self.size_of(value) if self.size_of is not None else 0
+        self._sizes[key] = size
+        self.bytes += size
+        while len(self) > 1 and (len(self) > self.max_items
+                                 or (self.max_bytes and self.bytes > self.max_bytes)):
+            self.popitem(last=False)
+            self.evictions += 1
+
+    def popitem(self, last: bool = True) -> tuple[K, V]:
+        key, value = super().popitem(last=last)
+        self.bytes -= self._sizes.pop(key, 0)
+        return key, value
+
+    def __delitem__(self, key: K) -> None:
+        super().__delitem__(key)
+        self.bytes -= self._sizes.pop(key, 0)
+
+
+class MappedFile(io.RawIOBase):
+    """A read-only file mapped into memory, as the seekable stream ObjectFile reads.
+
+    ObjectFile.open reads the whole file into memory; mapped, only the pages the
+    unwinder and symbolizer touch (headers, .sframe, .eh_frame, symbol tables) become
+    resident, and they are file pages the kernel can reclaim."""
+
+    def __init__(self, mm: mmap.mmap) -> None:
+        super().__init__()
+        self.mm = mm
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.mm)}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self.mm) if size is None or size < 0 else min(len(self.mm), self.pos + size)
+        data = self.mm[self.pos:end] if end > self.pos else b""
+        self.pos = max(self.pos, end)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def __len__(self) -> int:
+        return len(self.mm)
+
+    def release_pages(self) -> None:
+        """Drop the pages read so far from this process's RSS.  They are clean file
+        pages: a later read faults them back in from the page cache."""
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def open_mapped(path: str, name: str) -> ObjectFile:
+    """ObjectFile over a memory mapping of `path` (see MappedFile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ObjectError(f"{name}: cannot read ({exc.strerror})") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise ObjectError(f"{name}: not a usable ELF file (empty)")
+        mm = mmap.mmap(fd, size, mmap.MAP_PRIVATE, mmap.PROT_READ)
+    except OSError as exc:
+        raise ObjectError(f"{name}: cannot map ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    return ObjectFile(MappedFile(mm), name)  # type: ignore[arg-type]
+
+
+def object_bytes(obj: ObjectFile | None) -> int:
+    """Memory an ObjectFile may hold: its file image (0 for a failed open)."""
+    if obj is None:
+        return 0
+    stream = getattr(obj, "_stream", None)
+    if isinstance(stream, MappedFile):
+        return len(stream)
+    getbuffer = getattr(stream, "getbuffer", None)
+    if getbuffer is not None:
+        try:
+            return int(getbuffer().nbytes)
+        except (ValueError, BufferError):
+            return 0
+    return 0
+
+
+class BoundedProcessTable(ProcessTable):
+    """ProcessTable whose ELF-object cache is an LRU (count and bytes) and that forgets.
+
+    An evicted object stays alive while a known process's address space still uses
+    it; it is dropped once those processes are forgotten."""
+
+    def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc", *,
+                 max_objects: int = 256, max_object_bytes: int = 256 << 20) -> None:
+        super().__init__(objects, proc)
+        self._by_identity = Lru(max_objects, max_object_bytes, object_bytes)  # type: ignore[assignment]
+
+    @property
+    def object_cache(self) -> Lru[Any, ObjectFile | None]:
+        return self._by_identity  # type: ignore[return-value]
+
+    def forget(self, pid: int) -> None:
+        self.procs.pop(pid, None)
+        parents = getattr(self, "parents", None)
+        if isinstance(parents, dict):
+            parents.pop(pid, None)
+
+    def open_mapping(self, pid: int, m: Mapping) -> ObjectFile | None:
+        """ProcessTable.open_mapping, with the file mapped instead of read (open_mapped)."""
+        p = self.procs.get(pid)
+        ident = p.identities.get(m.start) if p else None
+        if ident is not None and ident in self._by_identity:
+            return self._by_identity[ident]
+        obj = None
+        candidates = [f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}",
+                      f"{self.proc}/{pid}/root{m.path}", m.path]
+        for i, path in enumerate(candidates):
+            if i and ident is not None and not _same_inode(path, ident):
+                continue  # not the file the process mapped (another root, replaced)
+            try:
+                obj = open_mapped(path, m.path)
+                break
+            except ObjectError as exc:
+                self.open_errors[m.path] = str(exc)
+        if ident is not None:
+            self._by_identity[ident] = obj
+        return obj
+
+    def trim(self, max_memo: int = 20000) -> None:
+        """Per-window housekeeping: bound the per-object and per-space memo tables."""
+        if len(self.open_errors) > 1000:
+            self.open_errors.clear()
+        seen: set[int] = set()
+        objs = [o for o in self._by_identity.values() if o is not None]
+        for p in self.procs.values():
+            if p.space is not None:
+                _clear_if_big(p.space, ("steps", "ra_ok"), max_memo)
+                objs.extend(o for o, _bias in getattr(p.space, "_resolved", {}).values()
+                            if o is not None)
+        for obj in objs:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            _clear_if_big(obj, ("_rule_memo", "_sig_memo"), max_memo)
+            stream = getattr(obj, "_stream", None)
+            if isinstance(stream, MappedFile):
+                stream.release_pages()
+
+
+def _same_inode(path: str, ident: Any) -> bool:
+    try:
+        return os.stat(path).st_ino == ident.inode
+    except OSError:
+        return False
+
+
+def _clear_if_big(owner: object, names: tuple[str, ...], limit: int) -> None:
+    for name in names:
+        table = getattr(owner, name, None)
+        if isinstance(table, dict) and len(table) > limit:
+            table.clear()
+
+
+class BoundedResolver(Resolver):
+    """Resolver with an LRU of symbol tables, keyed by the object itself (a strong
+    reference, so an id() is never reused for another file while cached)."""
+
+    def __init__(self, max_symbols: int = 128, max_symbol_bytes: int = 96 << 20,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lru: Lru[ObjectFile, Any] = Lru(max_symbols, max_symbol_bytes, symbols_bytes)
+
+    def symbols(self, obj: ObjectFile) -> Any:
+        if obj in self._lru:
+            return self._lru[obj]
+        from profiler.symbolize import ElfSymbols
+        try:
+            syms: Any = ElfSymbols.load(obj, self.debug_dirs, self.root)
+        except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
+            syms = None
+        self._lru[obj] = syms
+        return syms
+
+    def end_window(self) -> None:
+        """Forget what is only valid for one window (JIT maps change, pids come and go)."""
+        self._perf_maps.clear()
+        self._mapping_info.clear()
+        self._unsymbolized.clear()
+
+
+def symbols_bytes(syms: Any) -> int:
+    """A rough size of an ElfSymbols table: two 8-byte arrays and a name per entry."""
+    names = getattr(syms, "_names", None)
+    return 16 + 110 * len(names) if isinstance(names, list) else 16
+
+
+# -- identity ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ProcInfo:
+    """Who a process is, taken while it lives."""
+
+    pid: int
+    start_time: int = 0      # /proc/PID/stat starttime (clock ticks since boot); 0 unknown
+    exe: str = ""            # "" for kernel threads and processes seen too late
+    comm: str = ""
+    cgroup: str = ""
+    container_id: str = ""
+    service: str = ""
+    matched: bool = True     # passes the exe/cgroup filters
+    kernel_thread: bool = False
+    identified: bool = True  # False: the process was gone before we could read it
+    last_sample_window: int = -1
+    gone_at_ns: int = 0      # CLOCK_MONOTONIC when found exited, 0 while alive
+
+
+def read_start_time(proc: str, pid: int) -> int:
+    """Field 22 (starttime) of /proc/PID/stat; 0 if the process is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return 0
+    fields = text[text.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return 0
+
+
+def read_cgroup(proc: str, pid: int) -> str:
+    """The process's cgroup path: the v2 ("0::") one, else the first v1 path."""
+    try:
+        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    first = ""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            return parts[2]
+        if not first and parts[2] not in ("", "/"):
+            first = parts[2]
+    return first
+
+
+def container_id(cgroup: str) -> str:
+    """The container id in a cgroup path, "" if there is none."""
+    hits = _CONTAINER_ID.findall(cgroup)
+    return hits[-1] if hits else ""
+
+
+class Matcher:
+    """The exe/cgroup filters and the service-name rules of the configuration."""
+
+    def __init__(self, exe: list[str], cgroup: list[str], services: dict[str, str]) -> None:
+        self.exe_paths = {e for e in exe if "/" in e}
+        self.exe_names = {e for e in exe if "/" not in e}
+        self.cgroups = list(cgroup)
+        self.filtering = bool(exe or cgroup)
+        self.service_cgroups = [(k[len("cgroup:"):], v) for k, v in services.items()
+                                if k.startswith("cgroup:")]
+        self.service_exes = {k: v for k, v in services.items() if not k.startswith("cgroup:")}
+        self.needs_cgroup = bool(self.cgroups or self.service_cgroups)
+
+    def matches(self, exe: str, cgroup: str, cid: str) -> bool:
+        if not self.filtering:
+            return True
+        if exe and (exe in self.exe_paths or os.path.basename(exe) in self.exe_names):
+            return True
+        return any(pat in cgroup or (cid and cid.startswith(pat)) for pat in self.cgroups)
+
+    def service(self, exe: str, cgroup: str, fallback: str) -> str:
+        for pat, name in self.service_cgroups:
+            if pat in cgroup:
+                return name
+        base = os.path.basename(exe) if exe else ""
+        for key in (exe, base):
+            if key and key in self.service_exes:
+                return self.service_exes[key]
+        return base or fallback
+
+
+class ProcessBook:
+    """ProcInfo per live (or recently exited) process, on top of a BoundedProcessTable."""
+
+    def __init__(self, table: BoundedProcessTable, matcher: Matcher, proc: str = "/proc") -> None:
+        self.table = table
+        self.matcher = matcher
+        self.proc = proc
+        self.infos: dict[int, ProcInfo] = {}
+        self.unidentified = 0
+        self.forgotten = 0
+        self.reused = 0
+
+    def lookup(self, pid: int, comm: str, time_ns: int) -> tuple[ProcInfo, Process | None]:
+        """The process a sample came from; its maps and identity are read on first sight."""
+        info = self.infos.get(pid)
+        if info is not None and info.gone_at_ns and time_ns > info.gone_at_ns:
+            # sampled after we saw it exit: the PID belongs to a new process now
+            self.reused += 1
+            self._drop(pid)
+            info = None
+        if info is None:
+            info = self._identify(pid, comm)
+            self.infos[pid] = info
+        return info, self.table.procs.get(pid)
+
+    def _identify(self, pid: int, comm: str) -> ProcInfo:
+        info = ProcInfo(pid, comm=comm)
+        info.start_time = read_start_time(self.proc, pid)
+        proc = self.table.get(pid)           # maps (and exe) read now, while it lives
+        if proc is None or not info.start_time:
+            info.identified = False
+            self.unidentified += 1
+        else:
+            info.exe = proc.exe
+            info.kernel_thread = not proc.exe and not proc.mappings
+            self._open_objects(pid, proc)
+        info.cgroup = read_cgroup(self.proc, pid)
+        info.container_id = container_id(info.cgroup)
+        if info.kernel_thread:
+            info.service = KERNEL_SERVICE
+        else:
+            info.service = self.matcher.service(info.exe, info.cgroup, comm or "unknown")
+        info.matched = self.matcher.matches(info.exe, info.cgroup, info.container_id)
+        return info
+
+    def _open_objects(self, pid: int, proc: Process) -> None:
+        """Open the executable file mappings now: /proc/PID/map_files goes with the process."""
+        space = proc.space
+        if space is None:
+            return
+        for m in proc.mappings:
+            if m.executable and m.path.startswith("/"):
+                space.object_for(m)
+
+    def note_sample(self, pid: int, window_index: int) -> None:
+        info = self.infos.get(pid)
+        if info is not None:
+            info.last_sample_window = window_index
+
+    def reap(self, shipped_window_index: int) -> int:
+        """Mark exited processes; forget those whose samples are all in shipped windows.
+        Returns how many were forgotten."""
+        now = time.monotonic_ns()
+        gone = 0
+        for pid, info in list(self.infos.items()):
+            if not info.gone_at_ns:
+                st = read_start_time(self.proc, pid)
+                if st == 0 or (info.start_time and st != info.start_time):
+                    info.gone_at_ns = now
+            if info.gone_at_ns and info.last_sample_window <= shipped_window_index:
+                self._drop(pid)
+                gone += 1
+        self.forgotten += gone
+        return gone
+
+    def _drop(self, pid: int) -> None:
+        self.infos.pop(pid, None)
+        self.table.forget(pid)
+
+
+def scan_pids(proc: str = "/proc") -> list[int]:
+    out = []
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return out
+    for name in names:
+        if name.isdigit():
+            out.append(int(name))
+    return out
+
+
+class TargetScanner:
+    """Finds processes matching the exe/cgroup filters so the kernel samples them."""
+
+    def __init__(self, matcher: Matcher, add: Callable[[int], None], proc: str = "/proc") -> None:
+        self.matcher = matcher
+        self.add = add
+        self.proc = proc
+        self.targets: dict[int, int] = {}    # pid -> start time
+        self._cgroups: dict[int, tuple[int, str]] = {}
+
+    def scan(self) -> int:
+        """One pass over /proc; returns how many new targets were added."""
+        added = 0
+        live = scan_pids(self.proc)
+        alive = set(live)
+        for pid in [p for p in self.targets if p not in alive]:
+            del self.targets[pid]
+        for pid in [p for p in self._cgroups if p not in alive]:
+            del self._cgroups[pid]
+        for pid in live:
+            if pid in self.targets:
+                continue
+            try:
+                exe = os.readlink(f"{self.proc}/{pid}/exe")
+            except OSError:
+                exe = ""
+            cg = ""
+            if self.matcher.cgroups:
+                cached = self._cgroups.get(pid)
+                st = read_start_time(self.proc, pid)
+                if cached is None or cached[0] != st:
+                    cached = (st, read_cgroup(self.proc, pid))
+                    self._cgroups[pid] = cached
+                cg = cached[1]
+            if self.matcher.matches(exe, cg, container_id(cg)):
+                self.targets[pid] = read_start_time(self.proc, pid)
+                self.add(pid)
+                added += 1
+        return added

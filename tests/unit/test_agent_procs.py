@@ -1,0 +1,201 @@
+"""Process identity, filters, PID reuse, forgetting, and the bounded caches."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from profiler.agent.procs import (
+    BoundedProcessTable,
+    BoundedResolver,
+    Lru,
+    MappedFile,
+    Matcher,
+    ProcessBook,
+    TargetScanner,
+    container_id,
+    open_mapped,
+    read_cgroup,
+)
+from profiler.agent.windows import GroupKey, add_labels, group_key, window_index
+from profiler.objfile import ObjectFile
+
+CID = "0123456789abcdef" * 4
+
+
+def test_lru_counts_and_bytes() -> None:
+    lru: Lru[str, bytes] = Lru(3, 10, len)
+    for k in "abc":
+        lru[k] = b"xx"
+    _ = lru["a"]                     # a is fresh again
+    lru["d"] = b"xx"                 # evicts b (least recently used)
+    assert list(lru) == ["c", "a", "d"] and lru.evictions == 1
+    lru["e"] = b"x" * 7              # over the byte budget: evict until it fits
+    assert lru.bytes <= 10 and "e" in lru
+    del lru["e"]
+    assert lru.bytes == sum(len(v) for v in lru.values())
+
+
+@pytest.mark.parametrize(("path", "cid"), [
+    (f"/system.slice/docker-{CID}.scope", CID),
+    (f"/docker/{CID}", CID),
+    (f"/kubepods.slice/kubepods-pod1.slice/cri-containerd-{CID}.scope", CID),
+    (f"/machine.slice/libpod-{CID}.scope/container", CID),
+    ("/user.slice/user-0.slice/session-1.scope", ""),
+    ("/system.slice/" + "a" * 65 + ".service", ""),
+])
+def test_container_id(path: str, cid: str) -> None:
+    assert container_id(path) == cid
+
+
+def fake_proc(root: Path, pid: int, *, exe: str, cgroup: str, start: int,
+              maps: str = "") -> None:
+    d = root / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "cgroup").write_text(cgroup)
+    (d / "stat").write_text(f"{pid} (some prog) S " + " ".join(["1"] * 18) + f" {start} 0\n")
+    (d / "maps").write_text(maps)
+    if (d / "exe").is_symlink():
+        (d / "exe").unlink()
+    if exe:
+        (d / "exe").symlink_to(exe)
+
+
+def test_read_cgroup_prefers_v2(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 5, exe="", start=1,
+              cgroup="12:cpu:/legacy\n0::/system.slice/nginx.service\n")
+    assert read_cgroup(str(tmp_path), 5) == "/system.slice/nginx.service"
+    fake_proc(tmp_path, 6, exe="", start=1, cgroup="3:memory:/v1only\n1:name=x:/\n")
+    assert read_cgroup(str(tmp_path), 6) == "/v1only"
+    assert read_cgroup(str(tmp_path), 7) == ""
+
+
+def test_matcher_and_service_names() -> None:
+    m = Matcher(["nginx", "/opt/app/bin/server"], ["billing.service", "0123"],
+                {"python3": "api", "cgroup:batch": "batch-jobs", "/usr/bin/x": "ex"})
+    assert m.matches("/usr/sbin/nginx", "", "")
+    assert m.matches("/opt/app/bin/server", "", "")
+    assert not m.matches("/usr/bin/server", "", "")
+    assert m.matches("/usr/bin/other", "/system.slice/billing.service", "")
+    assert m.matches("/usr/bin/other", "/docker/x", CID)
+    assert not m.matches("/usr/bin/other", "/user.slice", "")
+    assert m.service("/usr/bin/python3", "", "c") == "api"
+    assert m.service("/usr/bin/x", "", "c") == "ex"
+    assert m.service("/usr/bin/python3", "/batch/job-1", "c") == "batch-jobs"
+    assert m.service("/usr/bin/ls", "", "c") == "ls"
+    assert m.service("", "", "comm") == "comm"
+    assert Matcher([], [], {}).matches("", "", "")      # no filter: everything
+
+
+def test_book_identifies_on_first_sight_and_handles_reuse(tmp_path: Path) -> None:
+    maps = "00400000-00401000 r-xp 00000000 fd:01 1234 /usr/bin/app\n"
+    fake_proc(tmp_path, 42, exe="/usr/bin/app", start=100,
+              cgroup=f"0::/system.slice/docker-{CID}.scope\n", maps=maps)
+    table = BoundedProcessTable(proc=str(tmp_path))
+    book = ProcessBook(table, Matcher([], [], {}), proc=str(tmp_path))
+    info, proc = book.lookup(42, "app", time_ns=1)
+    assert proc is not None and proc.exe == "/usr/bin/app"
+    assert (info.service, info.container_id, info.start_time) == ("app", CID, 100)
+    book.note_sample(42, 7)
+
+    # exits: the window holding its last sample is not shipped yet, so it is kept
+    import shutil
+    shutil.rmtree(tmp_path / "42")
+    assert book.reap(6) == 0 and 42 in book.infos and book.infos[42].gone_at_ns
+    again, _ = book.lookup(42, "app", time_ns=0)       # a late sample of the old process
+    assert again is info
+    # the PID comes back as another program; its samples are newer than the exit
+    fake_proc(tmp_path, 42, exe="/usr/bin/other", start=999, cgroup="0::/\n", maps=maps)
+    import time
+    new, _ = book.lookup(42, "other", time_ns=time.monotonic_ns())
+    assert new is not info and new.service == "other" and book.reused == 1
+    # forgotten once gone and shipped
+    shutil.rmtree(tmp_path / "42")
+    assert book.reap(7) == 1 and 42 not in book.infos and 42 not in table.procs
+
+
+def test_book_keeps_unreadable_processes_with_their_comm(tmp_path: Path) -> None:
+    book = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
+                       proc=str(tmp_path))
+    info, proc = book.lookup(77, "shortlived", time_ns=1)
+    assert proc is None and not info.identified and info.service == "shortlived"
+    assert book.unidentified == 1
+
+
+def test_kernel_threads_share_one_group(tmp_path: Path) -> None:
+    for pid in (2, 3):
+        fake_proc(tmp_path, pid, exe="", start=1, cgroup="0::/\n")
+    book = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
+                       proc=str(tmp_path))
+    a, _ = book.lookup(2, "kworker/0:1", 1)
+    b, _ = book.lookup(3, "ksoftirqd/0", 1)
+    assert a.kernel_thread and a.service == "kernel"
+    assert group_key(a, "pid") == group_key(b, "pid") == GroupKey("kernel", 0, "")
+
+
+def test_group_keys() -> None:
+    from profiler.agent.procs import ProcInfo
+    info = ProcInfo(9, service="api", container_id=CID)
+    assert group_key(info, "pid") == GroupKey("api", 9, CID)
+    assert group_key(info, "service") == GroupKey("api", 0, CID)
+    assert group_key(info, "container") == GroupKey("", 0, CID)
+
+
+def test_window_alignment() -> None:
+    w = 10_000_000_000
+    assert window_index(1_700_000_009_999_999_999, w) == 170_000_000
+    assert window_index(1_700_000_010_000_000_000, w) == 170_000_001
+
+
+def test_scanner_adds_matching_processes_once(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 10, exe="/usr/sbin/nginx", start=1, cgroup="0::/\n")
+    fake_proc(tmp_path, 11, exe="/usr/bin/bash", start=1, cgroup="0::/job.slice\n")
+    fake_proc(tmp_path, 12, exe="/usr/bin/bash", start=1, cgroup="0::/\n")
+    added: list[int] = []
+    sc = TargetScanner(Matcher(["nginx"], ["job.slice"], {}), added.append, str(tmp_path))
+    assert sc.scan() == 2 and sorted(added) == [10, 11]
+    assert sc.scan() == 0
+    fake_proc(tmp_path, 12, exe="/usr/sbin/nginx", start=1, cgroup="0::/\n")   # exec'd
+    assert sc.scan() == 1 and added[-1] == 12
+
+
+def test_mapped_objects_read_like_files() -> None:
+    path = os.path.realpath(sys.executable)
+    mapped = open_mapped(path, path)
+    whole = ObjectFile.open(path)
+    assert mapped.loads == whole.loads
+    vaddr = whole.loads[0][0]
+    assert mapped.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
+    stream = mapped._stream
+    assert isinstance(stream, MappedFile)
+    assert stream.seek(0, os.SEEK_END) == os.path.getsize(path)
+    stream.release_pages()                      # pages come back on the next read
+    assert mapped.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
+
+
+def test_symbol_cache_is_bounded() -> None:
+    path = os.path.realpath(sys.executable)
+    r = BoundedResolver(max_symbols=1)
+    a, b = open_mapped(path, path), open_mapped(path, path)
+    assert r.symbols(a) is r.symbols(a)
+    r.symbols(b)
+    assert len(r._lru) == 1 and a not in r._lru
+
+
+def test_add_labels_keeps_the_profile_valid() -> None:
+    from profiler.emit.pprof import build_profile, check_valid
+    from profiler.model import Location, MappingInfo, ProfileData, StackSample
+    exe = MappingInfo(0x400000, 0x401000, 0, "/usr/bin/app", "", True)
+    data = ProfileData([StackSample((Location(0x400010, exe, "main"),), 5, 5, "app", True, "",
+                                    3, 30)], 10, 0, 100)
+    p = build_profile(data)
+    add_labels(p, {"host": "h", "service": "app", "pid": "5", "empty": ""}, ["c1"])
+    check_valid(p)
+    strings = p.string_table
+    labels = {strings[lab.key]: strings[lab.str] if lab.str else lab.num
+              for lab in p.sample[0].label}
+    assert labels["host"] == "h" and labels["service"] == "app" and labels["pid"] == 5
+    assert "empty" not in labels and strings[p.comment[-1]] == "c1"
