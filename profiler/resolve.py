@@ -98,11 +98,11 @@ class Resolver:
         key = (m.start, m.end, m.path)
         if not name:
             self._unsymbolized.add(key)
-        info = self._mapping_info.get(key)
-        if info is None:
-            info = MappingInfo(m.start, m.end, m.offset, m.path or "[anon]", build_id, True)
-            self._mapping_info[key] = info
-        return Location(pc, info, name)
+        cached = self._mapping_info.get(key)
+        if cached is None:
+            cached = MappingInfo(m.start, m.end, m.offset, m.path or "[anon]", build_id, True)
+            self._mapping_info[key] = cached
+        return Location(pc, cached, name)
 
     def kernel_location(self, addr: int) -> Location:
         ks = self.kernel()

@@ -115,9 +115,9 @@ def write_outputs(data: ProfileData, opts: Options) -> list[str]:
             written.append(f"folded {opts.folded}")
         if opts.flamegraph:
             from profiler.emit.flamegraph import write_flamegraph
-            fmt = "svg" if opts.flamegraph.endswith(".svg") else "html"
             with atomic_path(opts.flamegraph) as tmp:
-                write_flamegraph(data, tmp, fmt=fmt)
+                write_flamegraph(data, tmp, fmt="svg" if opts.flamegraph.endswith(".svg")
+                                 else "html")
             written.append(f"flame graph {opts.flamegraph}")
     except OSError as exc:
         raise SframeProfError(f"cannot write {exc.filename or 'output'}: {exc.strerror}") from None
@@ -340,7 +340,7 @@ class LiveSession:
         if self.recorded_maps.get(proc.pid) == proc.generation:
             return
         self.recorded_maps[proc.pid] = proc.generation
-        idents = []
+        idents: list[FileIdentity | None] = []
         for m in proc.mappings:
             ident = proc.identities.get(m.start)
             if ident is None:
