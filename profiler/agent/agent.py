@@ -163,8 +163,6 @@ class Agent:
         os.makedirs(cfg.spool, mode=0o700, exist_ok=True)
         common = {"timeout": cfg.timeout, "retry_min": cfg.retry_min,
                   "retry_max": cfg.retry_max, "run_id": self.run_id}
-        if cfg.output_dir:
-            self.sinks.append(DirectorySink(cfg.output_dir, cfg.output_max_bytes))
         if cfg.pyroscope:
             spool = Spool(os.path.join(cfg.spool, "pyroscope"), cfg.spool_max_bytes)
             self.sinks.append(PyroscopeSink(
@@ -175,6 +173,9 @@ class Agent:
             spool = Spool(os.path.join(cfg.spool, "otlp"), cfg.spool_max_bytes)
             self.sinks.append(OtlpSink(cfg.otlp, spool, version=self.version,
                                        headers=cfg.otlp_headers, tenant=cfg.tenant, **common))
+        if cfg.output_dir:
+            # last: a window in the directory has been spooled for every network sink
+            self.sinks.append(DirectorySink(cfg.output_dir, cfg.output_max_bytes))
         for s in self.sinks:
             if isinstance(s, HttpSink):
                 if s.spool.resumed:
@@ -283,8 +284,10 @@ class Agent:
                     idx, max(idx * self.window_ns, self.start_wall), (idx + 1) * self.window_ns)
             g = win.group(group_key(info, self.cfg.group_by))
             win.samples += 1
-            if info.exe:
-                g.exe[r.pid] = os.path.basename(info.exe)
+            if r.pid not in g.exe:
+                # the process label: its executable, or (gone before it could be
+                # read) the name the kernel gave with the sample
+                g.exe[r.pid] = os.path.basename(info.exe) if info.exe else info.service
             sample = RawSample(
                 arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
                 mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),

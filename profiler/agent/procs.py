@@ -26,7 +26,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from profiler.model import Mapping
@@ -304,20 +304,29 @@ class ProcInfo:
     identified: bool = True  # False: the process was gone before we could read it
     last_sample_window: int = -1
     gone_at_ns: int = 0      # CLOCK_MONOTONIC when found exited, 0 while alive
+    comms: set[str] = field(default_factory=set)   # thread names seen (exec detection)
 
 
-def read_start_time(proc: str, pid: int) -> int:
-    """Field 22 (starttime) of /proc/PID/stat; 0 if the process is gone."""
+PF_KTHREAD = 0x00200000
+
+
+def read_stat(proc: str, pid: int) -> tuple[int, int]:
+    """(starttime, flags): fields 22 and 9 of /proc/PID/stat; (0, 0) if it is gone."""
     try:
         with open(f"{proc}/{pid}/stat", "rb") as f:
             text = f.read()
     except OSError:
-        return 0
+        return 0, 0
     fields = text[text.rfind(b")") + 2:].split()
     try:
-        return int(fields[19])
+        return int(fields[19]), int(fields[6])
     except (IndexError, ValueError):
-        return 0
+        return 0, 0
+
+
+def read_start_time(proc: str, pid: int) -> int:
+    """Field 22 (starttime) of /proc/PID/stat; 0 if the process is gone."""
+    return read_stat(proc, pid)[0]
 
 
 def read_cgroup(proc: str, pid: int) -> str:
@@ -376,6 +385,15 @@ class Matcher:
         return base or fallback
 
 
+def _main_file(proc: Process) -> str:
+    """The executable when /proc/PID/exe is unreadable (an exiting process): the
+    file mapped first, which is the main program for ELF executables."""
+    for m in proc.mappings:
+        if m.path.startswith("/"):
+            return m.path
+    return ""
+
+
 class ProcessBook:
     """ProcInfo per live (or recently exited) process, on top of a BoundedProcessTable."""
 
@@ -387,6 +405,7 @@ class ProcessBook:
         self.unidentified = 0
         self.forgotten = 0
         self.reused = 0
+        self.execs = 0
 
     def lookup(self, pid: int, comm: str, time_ns: int) -> tuple[ProcInfo, Process | None]:
         """The process a sample came from; its maps and identity are read on first sight."""
@@ -399,18 +418,46 @@ class ProcessBook:
         if info is None:
             info = self._identify(pid, comm)
             self.infos[pid] = info
+        elif comm not in info.comms and not info.gone_at_ns:
+            self._check_exec(info, comm)
         return info, self.table.procs.get(pid)
+
+    def _check_exec(self, info: ProcInfo, comm: str) -> None:
+        """A thread name not seen before: a new thread, or an exec (a forked child that
+        was sampled before it exec'd).  On exec, maps and identity are read again."""
+        if len(info.comms) < 64:
+            info.comms.add(comm)
+        if not info.identified or info.kernel_thread:
+            return
+        try:
+            exe = os.readlink(f"{self.proc}/{info.pid}/exe")
+        except OSError:
+            return
+        if exe == info.exe:
+            return
+        self.execs += 1
+        proc = self.table.procs.get(info.pid)
+        if proc is not None:
+            self.table.refresh(proc, force=True)
+            self._open_objects(info.pid, proc)
+        info.exe = exe
+        info.cgroup = read_cgroup(self.proc, info.pid) or info.cgroup
+        info.container_id = container_id(info.cgroup)
+        info.service = self.matcher.service(exe, info.cgroup, comm or "unknown")
+        info.matched = self.matcher.matches(exe, info.cgroup, info.container_id)
 
     def _identify(self, pid: int, comm: str) -> ProcInfo:
         info = ProcInfo(pid, comm=comm)
-        info.start_time = read_start_time(self.proc, pid)
+        info.comms.add(comm)
+        info.start_time, flags = read_stat(self.proc, pid)
+        info.kernel_thread = bool(flags & PF_KTHREAD)
         proc = self.table.get(pid)           # maps (and exe) read now, while it lives
-        if proc is None or not info.start_time:
-            info.identified = False
+        if proc is None or not info.start_time or (not proc.mappings
+                                                   and not info.kernel_thread):
+            info.identified = False          # gone, or its memory already torn down
             self.unidentified += 1
         else:
-            info.exe = proc.exe
-            info.kernel_thread = not proc.exe and not proc.mappings
+            info.exe = proc.exe or _main_file(proc)
             self._open_objects(pid, proc)
         info.cgroup = read_cgroup(self.proc, pid)
         info.container_id = container_id(info.cgroup)

@@ -52,11 +52,13 @@ def test_container_id(path: str, cid: str) -> None:
 
 
 def fake_proc(root: Path, pid: int, *, exe: str, cgroup: str, start: int,
-              maps: str = "") -> None:
+              maps: str = "", flags: int = 0x400000) -> None:
     d = root / str(pid)
     d.mkdir(parents=True, exist_ok=True)
     (d / "cgroup").write_text(cgroup)
-    (d / "stat").write_text(f"{pid} (some prog) S " + " ".join(["1"] * 18) + f" {start} 0\n")
+    rest = ["1"] * 18
+    rest[5] = str(flags)                  # field 9
+    (d / "stat").write_text(f"{pid} (some prog) S " + " ".join(rest) + f" {start} 0\n")
     (d / "maps").write_text(maps)
     if (d / "exe").is_symlink():
         (d / "exe").unlink()
@@ -127,13 +129,18 @@ def test_book_keeps_unreadable_processes_with_their_comm(tmp_path: Path) -> None
 
 def test_kernel_threads_share_one_group(tmp_path: Path) -> None:
     for pid in (2, 3):
-        fake_proc(tmp_path, pid, exe="", start=1, cgroup="0::/\n")
+        fake_proc(tmp_path, pid, exe="", start=1, cgroup="0::/\n", flags=0x00208040)
     book = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
                        proc=str(tmp_path))
     a, _ = book.lookup(2, "kworker/0:1", 1)
     b, _ = book.lookup(3, "ksoftirqd/0", 1)
     assert a.kernel_thread and a.service == "kernel"
     assert group_key(a, "pid") == group_key(b, "pid") == GroupKey("kernel", 0, "")
+    # an exiting process has no maps and no exe either, but it is no kernel thread
+    fake_proc(tmp_path, 4, exe="", start=1, cgroup="0::/\n")
+    c, _ = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
+                       proc=str(tmp_path)).lookup(4, "dying", 1)
+    assert not c.kernel_thread and c.service == "dying" and not c.identified
 
 
 def test_group_keys() -> None:
@@ -199,3 +206,21 @@ def test_add_labels_keeps_the_profile_valid() -> None:
               for lab in p.sample[0].label}
     assert labels["host"] == "h" and labels["service"] == "app" and labels["pid"] == 5
     assert "empty" not in labels and strings[p.comment[-1]] == "c1"
+
+
+def test_exec_after_first_sight_is_noticed(tmp_path: Path) -> None:
+    """A forked child sampled before its exec keeps its PID and start time: a new thread
+    name makes the book check the executable, and read the maps again."""
+    maps = "00400000-00401000 r-xp 00000000 fd:01 1234 /usr/bin/python3\n"
+    fake_proc(tmp_path, 50, exe="/usr/bin/python3", start=5, cgroup="0::/\n", maps=maps)
+    table = BoundedProcessTable(proc=str(tmp_path))
+    book = ProcessBook(table, Matcher([], [], {}), proc=str(tmp_path))
+    info, _ = book.lookup(50, "python3", 1)
+    assert info.service == "python3"
+    fake_proc(tmp_path, 50, exe="/opt/prog", start=5, cgroup="0::/\n",
+              maps="00500000-00501000 r-xp 00000000 fd:01 99 /opt/prog\n")
+    again, proc = book.lookup(50, "prog", 2)
+    assert again is info and info.service == "prog" and book.execs == 1
+    assert proc is not None and proc.mappings[0].path == "/opt/prog"
+    book.lookup(50, "worker-thread", 3)          # a new thread, same program
+    assert book.execs == 1
