@@ -92,6 +92,8 @@ class ObjectFile:
                 data = f.read()
         except OSError as exc:
             raise ObjectError(f"{name or path}: cannot read ({exc.strerror})") from None
+        except ValueError:  # a NUL byte in a path from a capture or snapshot file
+            raise ObjectError(f"{name or path!r}: cannot read (not a valid path)") from None
         return cls(io.BytesIO(data), name or path)
 
     @classmethod
@@ -112,8 +114,11 @@ class ObjectFile:
         """Bytes of the file image at link-time `vaddr` (empty if outside every segment)."""
         for seg_vaddr, offset, filesz, _memsz, _flags in self.loads:
             if seg_vaddr <= vaddr and vaddr + size <= seg_vaddr + filesz:
-                self._stream.seek(offset + vaddr - seg_vaddr)
-                return self._stream.read(size)
+                try:
+                    self._stream.seek(offset + vaddr - seg_vaddr)
+                    return self._stream.read(size)
+                except (OverflowError, ValueError, OSError):
+                    return b""   # a p_offset no file can have (past 2**63)
         return b""
 
     def a64_plt_rule(self, vaddr: int) -> Rule | None:
@@ -204,6 +209,9 @@ class ObjectFile:
         addr, offset, size = loc
         if size == 0:
             return None
+        file_size = self._stream.seek(0, io.SEEK_END)
+        if offset + size > file_size:
+            raise SFrameError(f"{self.name}: bad .sframe: section runs past the end of the file")
         self._stream.seek(offset)
         data = self._stream.read(size)
         if len(data) != size:
