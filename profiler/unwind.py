@@ -46,15 +46,15 @@ def _dwarf_regs(arch: str, regs: dict[str, int]) -> dict[int, int]:
         for name, num in _X86_REG_NAMES.items():
             if name in regs:
                 out[num] = regs[name]
-        out[R.X86_64_RSP] = regs["sp"]
-        out[R.X86_64_RBP] = regs["fp"]
-        out[R.X86_64_RIP] = regs["pc"]
+        out[R.X86_64_RSP] = regs.get("sp", 0)
+        out[R.X86_64_RBP] = regs.get("fp", 0)
+        out[R.X86_64_RIP] = regs.get("pc", 0)
     else:
         for i in range(31):
             if f"x{i}" in regs:
                 out[i] = regs[f"x{i}"]
-        out[R.AARCH64_SP] = regs["sp"]
-        out[R.AARCH64_FP] = regs["fp"]
+        out[R.AARCH64_SP] = regs.get("sp", 0)
+        out[R.AARCH64_FP] = regs.get("fp", 0)
         if "lr" in regs:
             out[R.AARCH64_LR] = regs["lr"]
     return out
@@ -168,9 +168,11 @@ class _Walk:
         self.base = sample.stack_base
         self.stack_len = len(sample.stack)
         regs = sample.regs
-        self.pc = regs["pc"]
-        self.sp = regs["sp"]
-        self.fp = regs["fp"]
+        # A register missing from a capture or snapshot reads as 0: an unmapped pc,
+        # a stack that cannot be read (a per-sample reason, not a KeyError).
+        self.pc = regs.get("pc", 0)
+        self.sp = regs.get("sp", 0)
+        self.fp = regs.get("fp", 0)
         self.regs: dict[int, int] | None = _dwarf_regs(sample.arch, regs)
         self.topmost = True
         self.exact = True
