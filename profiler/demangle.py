@@ -177,6 +177,7 @@ _SIGNED_CONSTS = frozenset("aslxni")
 _B62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _MAX_DEPTH = 150
 _MAX_OUTPUT = 16384
+_MAX_LIFETIMES = 1024   # lifetimes one binder ("for<'a, ...>") may bind
 
 
 class _V0:
@@ -350,6 +351,8 @@ class _V0:
     def binder(self) -> int:
         """An optional <binder> ("for<'a, ...> "); returns how many lifetimes it binds."""
         count = self.opt_base62("G")
+        if count > _MAX_LIFETIMES:  # the loop below runs even when not printing
+            raise _Unsupported("too many bound lifetimes")
         if count:
             self.emit("for<")
             for i in range(count):
