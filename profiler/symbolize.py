@@ -58,6 +58,10 @@ STB_LOCAL, STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE = 0, 1, 2, 10
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
 SHF_EXECINSTR = 0x4
 NT_GNU_BUILD_ID = 3
+# Bounds on what a target's file can make us do: symbol-table entries read per table,
+# and the size a MiniDebugInfo (.gnu_debugdata) section may decompress to.
+MAX_SYMBOLS = 1 << 22
+MAX_MINIDEBUGINFO_BYTES = 1 << 27
 
 # Weak counts as global: libc's public names (puts, read) are weak aliases of strong
 # internal ones (_IO_puts, __read), and the public name is the one people know.
@@ -158,8 +162,8 @@ def _elf_build_id(elf: ELFFile) -> str:
                 bid = _note_build_id(seg.data(), little, align)
                 if bid:
                     return bid
-    except (ELFError, ValueError, struct.error, OSError):
-        return ""
+    except (ELFError, ValueError, struct.error, OSError, OverflowError):
+        return ""   # OverflowError: pyelftools seeking to a p_offset past 2**63
     return ""
 
 
@@ -211,13 +215,13 @@ def _raw_symbols(elf: ELFFile, sec: Any) -> tuple[list[_RawSym], bytes]:
     wanted = _WANTED_TYPES
     if elf.elfclass == 64:
         fmt = struct.Struct(e + "IBBHQQ")
-        usable = len(data) - len(data) % fmt.size
+        usable = min(len(data) - len(data) % fmt.size, MAX_SYMBOLS * fmt.size)
         out = [(value, size, name, info & 0xF, info >> 4, shndx)
                for name, info, _other, shndx, value, size in fmt.iter_unpack(data[:usable])
                if value and shndx and info & 0xF in wanted]
     else:
         fmt = struct.Struct(e + "IIIBBH")
-        usable = len(data) - len(data) % fmt.size
+        usable = min(len(data) - len(data) % fmt.size, MAX_SYMBOLS * fmt.size)
         out = [(value, size, name, info & 0xF, info >> 4, shndx)
                for name, value, size, info, _other, shndx in fmt.iter_unpack(data[:usable])
                if value and shndx and info & 0xF in wanted]
@@ -489,9 +493,15 @@ def _mini_debuginfo(elf: ELFFile, errors: list[str]) -> ELFFile | None:
     if sec is None or sec["sh_type"] == "SHT_NOBITS":
         return None
     try:
-        data = lzma.decompress(sec.data())
+        dec = lzma.LZMADecompressor()
+        data = dec.decompress(sec.data(), max_length=MAX_MINIDEBUGINFO_BYTES)
+        if not dec.eof:
+            errors.append(".gnu_debugdata: unusable (truncated, or larger than "
+                          f"{MAX_MINIDEBUGINFO_BYTES} bytes decompressed)")
+            return None
         return ELFFile(io.BytesIO(data))
-    except (lzma.LZMAError, ELFError, ValueError, struct.error, EOFError) as exc:
+    except (lzma.LZMAError, ELFError, ValueError, struct.error, EOFError,
+            OverflowError) as exc:
         errors.append(f".gnu_debugdata: unusable ({exc})")
         return None
 
