@@ -1,0 +1,117 @@
+"""Bugs the fuzzers (tests/fuzz) found, each pinned by the input that found it (kept in
+tests/fuzz/corpus/<target>/regress-*) and by what the code must do with it."""
+
+from __future__ import annotations
+
+import lzma
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from profiler.model import Mapping, RawSample
+from profiler.objfile import ObjectCache, ObjectError, ObjectFile
+from profiler.unwind import Unwinder
+
+CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
+
+
+def regress(target: str, name: str) -> bytes:
+    return (CORPUS / target / f"regress-{name}").read_bytes()
+
+
+def test_read_code_with_a_p_offset_past_2_63() -> None:
+    # objfile.read_code seeked to p_offset + delta: OverflowError from BytesIO.seek.
+    obj = ObjectFile.from_bytes(regress("elf", "read-code-huge-p-offset"), "x.so")
+    vaddr, offset, filesz, _, _ = next(s for s in obj.loads if s[1] >= 1 << 63)
+    assert obj.read_code(vaddr, 8) == b""
+    assert obj.is_sigreturn(vaddr + 9) is False
+
+
+def test_sframe_section_larger_than_the_file() -> None:
+    # _load_sframe read sh_size bytes: OverflowError for a size past 2**63.
+    obj = ObjectFile.from_bytes(regress("elf", "sframe-size-past-file"), "x.so")
+    assert obj.sframe is None
+    assert obj.sframe_error == "x.so: bad .sframe: section runs past the end of the file"
+    assert obj.lookup_rule(0x1000) == (None, "bad-sframe")
+
+
+def test_mapped_path_with_a_nul_byte(tmp_path: Path) -> None:
+    # A capture's maps named "/x\0y": open() raised ValueError out of the unwinder.
+    with pytest.raises(ObjectError, match="not a valid path"):
+        ObjectFile.open("/tmp/x\0y")
+    cache = ObjectCache(str(tmp_path))
+    assert cache.get("/x\0y") is None and "not a valid path" in cache.errors["/x\0y"]
+    sample = RawSample("x86_64", {"pc": 0x1010, "sp": 0x8000, "fp": 0}, 0x8000, bytes(64),
+                       (Mapping(0x1000, 0x2000, 0, "r-xp", "/x\0y"),))
+    st = Unwinder(cache).unwind(sample)
+    assert not st.reliable and st.reason == "object-unavailable"
+
+
+@pytest.mark.parametrize("missing", ["pc", "sp", "fp"])
+def test_sample_without_a_register(missing: str) -> None:
+    # A capture sample whose regs map lacks "pc": KeyError in the unwinder.
+    regs = {"pc": 0x1010, "sp": 0x8000, "fp": 0x8010}
+    del regs[missing]
+    sample = RawSample("x86_64", regs, 0x8000, bytes(64),
+                       (Mapping(0x1000, 0x2000, 0, "r-xp", ""),))
+    st = Unwinder(ObjectCache()).unwind(sample)
+    assert not st.reliable and st.reason
+    if missing == "pc":
+        assert st.reason == "pc-not-mapped" and st.frames[0].pc == 0
+
+
+def test_capture_regressions_replay() -> None:
+    sys.path.insert(0, str(CORPUS.parent))
+    import common
+    mod = common.load_harness("capture")
+    for name in ("nul-in-mapped-path", "sample-without-pc"):
+        mod.one_input(regress("capture", name))
+
+
+def test_build_id_note_segment_past_2_63() -> None:
+    from profiler.symbolize import ElfSymbols, read_build_id
+    obj = ObjectFile.from_bytes(regress("symbols", "build-id-note-huge-p-offset"), "/f/x.so")
+    assert read_build_id(obj) == ""
+    ElfSymbols.load(obj, debug_dirs=(), root=None)
+
+
+def test_minidebuginfo_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from profiler import symbolize
+    assert symbolize.MAX_MINIDEBUGINFO_BYTES <= 1 << 28
+    monkeypatch.setattr(symbolize, "MAX_MINIDEBUGINFO_BYTES", 1 << 20)
+
+    class Sec(dict):  # the part of a pyelftools section _mini_debuginfo uses
+        def __init__(self, data: bytes) -> None:
+            super().__init__(sh_type="SHT_PROGBITS")
+            self._data = data
+
+        def data(self) -> bytes:
+            return self._data
+
+    class Elf:
+        def __init__(self, data: bytes) -> None:
+            self.sec = Sec(data)
+
+        def get_section_by_name(self, name: str) -> Sec:
+            return self.sec
+
+    bomb = lzma.compress(bytes(symbolize.MAX_MINIDEBUGINFO_BYTES + 1))
+    assert len(bomb) < 4096
+    errors: list[str] = []
+    t0 = time.monotonic()
+    assert symbolize._mini_debuginfo(Elf(bomb), errors) is None  # type: ignore[arg-type]
+    assert time.monotonic() - t0 < 10
+    assert errors == [".gnu_debugdata: unusable (truncated, or larger than "
+                      f"{symbolize.MAX_MINIDEBUGINFO_BYTES} bytes decompressed)"]
+
+
+def test_rust_v0_binder_with_a_huge_lifetime_count() -> None:
+    # "G" + a base-62 count of billions: the binder loop ran for ever (not printing).
+    from profiler.demangle import demangle
+    name = regress("demangle", "v0-binder-huge-lifetime-count").decode("utf-8",
+                                                                         "surrogateescape")
+    t0 = time.monotonic()
+    assert demangle(name) == name
+    assert time.monotonic() - t0 < 1
