@@ -15,6 +15,7 @@ they could not send stays in the spool for the next start.
 from __future__ import annotations
 
 import ctypes
+import gc
 import inspect
 import logging
 import os
@@ -117,10 +118,11 @@ def release_memory() -> None:
 
 
 def ringbuf_pages(freq: int, stack_size: int) -> int:
-    """Room for about eight seconds of samples from every CPU (a window's first
-    symbolization of a big binary can keep the loop busy that long), a power of two."""
+    """Room for about four seconds of samples from every CPU, a power of two: the loop
+    reads the buffer between the groups of a window it builds, so only one long step
+    (the first symbol table of a big binary) keeps it away that long."""
     cpus = os.cpu_count() or 1
-    need = cpus * freq * (stack_size + 1536) * 8 // 4096
+    need = cpus * freq * (stack_size + 1536) * 4 // 4096
     pages = 256
     while pages < need and pages < 8192:
         pages *= 2
@@ -155,6 +157,7 @@ class Agent:
         self.meter: ResourceMeter | None = None
         self.last_metrics = WindowMetrics()
         self.sampler: Any = None
+        self.last_shrink = 0.0
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -347,6 +350,7 @@ class Agent:
         self.book.reap(idx)
         self.table.trim()
         release_memory()
+        self._check_memory()
         m.build_ms = round((time.perf_counter() - t0) * 1000, 1)
         m.sinks = {s.name: s.stats() for s in self.sinks}
         self.last_metrics = m
@@ -355,6 +359,24 @@ class Agent:
         self._write_status("running")
         if not self.cfg.quiet:
             log.info("%s, %d profile(s), %.0f ms", m.log_line(), len(shipments), m.build_ms)
+
+    def _check_memory(self) -> None:
+        """Above the memory target, empty the caches (ELF objects, symbol tables): they
+        fill again with what is sampled now.  At most once a minute, so a target set
+        below the agent's floor costs a reload per minute, not per window."""
+        assert self.meter is not None
+        now = time.monotonic()
+        if now - self.last_shrink < 60 or self.meter.rss_mb() * (1 << 20) <= self.cfg.memory_target:
+            return
+        before = self.meter.rss_mb()
+        self.resolver.drop_symbols()
+        self.table.drop_objects()
+        gc.collect()
+        release_memory()
+        self.last_shrink = now
+        self.totals.shrinks += 1
+        log.info("rss %.0f MB over the %.0f MB target: caches emptied, rss now %.0f MB",
+                 before, self.cfg.memory_target / (1 << 20), self.meter.rss_mb())
 
     def _drain(self) -> None:
         """Read the buffer while a window is being built, so it never fills up."""

@@ -28,6 +28,7 @@ class Totals:
     late: int = 0               # arrived after their window was shipped
     windows: int = 0
     profiles: int = 0
+    shrinks: int = 0            # caches emptied for the memory target
 
 
 @dataclass

@@ -35,6 +35,7 @@ from profiler.process import Process, ProcessTable
 from profiler.resolve import Resolver
 
 K = TypeVar("K", bound=Hashable)
+_MISS = object()
 V = TypeVar("V")
 
 # A 64-hex-digit id in a cgroup path: docker, containerd (cri-containerd-ID.scope),
@@ -91,18 +92,23 @@ class Lru(OrderedDict[K, V], Generic[K, V]):
         super().__delitem__(key)
         self.bytes -= self._sizes.pop(key, 0)
 
+    def clear(self) -> None:
+        super().clear()
+        self._sizes.clear()
+        self.bytes = 0
 
-class MappedFile(io.RawIOBase):
+
+class MappedFile(mmap.mmap):
     """A read-only file mapped into memory, as the seekable stream ObjectFile reads.
 
     ObjectFile.open reads the whole file into memory; mapped, only the pages the
     unwinder and symbolizer touch (headers, .sframe, .eh_frame, symbol tables) become
-    resident, and they are file pages the kernel can reclaim."""
+    resident, and they are file pages the kernel can reclaim.  read() and tell() are
+    mmap's own (C); seek() also returns the new position, as file objects do."""
 
-    def __init__(self, mm: mmap.mmap) -> None:
-        super().__init__()
-        self.mm = mm
-        self.pos = 0
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:  # type: ignore[override]
+        super().seek(pos, whence)
+        return self.tell()
 
     def readable(self) -> bool:
         return True
@@ -110,33 +116,11 @@ class MappedFile(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.mm)}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self.mm) if size is None or size < 0 else min(len(self.mm), self.pos + size)
-        data = self.mm[self.pos:end] if end > self.pos else b""
-        self.pos = max(self.pos, end)
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
-
-    def __len__(self) -> int:
-        return len(self.mm)
-
     def release_pages(self) -> None:
         """Drop the pages read so far from this process's RSS.  They are clean file
         pages: a later read faults them back in from the page cache."""
         try:
-            self.mm.madvise(mmap.MADV_DONTNEED)
+            self.madvise(mmap.MADV_DONTNEED)
         except (OSError, ValueError, AttributeError):
             pass
 
@@ -151,21 +135,26 @@ def open_mapped(path: str, name: str) -> ObjectFile:
         size = os.fstat(fd).st_size
         if size == 0:
             raise ObjectError(f"{name}: not a usable ELF file (empty)")
-        mm = mmap.mmap(fd, size, mmap.MAP_PRIVATE, mmap.PROT_READ)
+        mm = MappedFile(fd, size, mmap.MAP_PRIVATE, mmap.PROT_READ)
     except OSError as exc:
         raise ObjectError(f"{name}: cannot map ({exc.strerror})") from None
     finally:
         os.close(fd)
-    return ObjectFile(MappedFile(mm), name)  # type: ignore[arg-type]
+    return ObjectFile(mm, name)  # type: ignore[arg-type]
+
+
+_TABLE_SECTIONS = {".eh_frame", ".eh_frame_hdr", ".debug_frame", ".sframe"}
 
 
 def object_bytes(obj: ObjectFile | None) -> int:
-    """Memory an ObjectFile may hold: its file image (0 for a failed open)."""
+    """Memory an ObjectFile will hold: the unwind tables it copies out of a mapped
+    file (.eh_frame, .debug_frame, .sframe), or the whole image it read into memory."""
     if obj is None:
         return 0
     stream = getattr(obj, "_stream", None)
     if isinstance(stream, MappedFile):
-        return len(stream)
+        sections = getattr(obj, "_sections", [])
+        return 4096 + sum(sec[4] for sec in sections if sec[0] in _TABLE_SECTIONS)
     getbuffer = getattr(stream, "getbuffer", None)
     if getbuffer is not None:
         try:
@@ -184,14 +173,31 @@ class BoundedProcessTable(ProcessTable):
     def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc", *,
                  max_objects: int = 256, max_object_bytes: int = 256 << 20) -> None:
         super().__init__(objects, proc)
+        self._refresh_fails: dict[int, tuple[int, float]] = {}   # pid -> (fails, when)
         self._by_identity = Lru(max_objects, max_object_bytes, object_bytes)  # type: ignore[assignment]
 
     @property
     def object_cache(self) -> Lru[Any, ObjectFile | None]:
         return self._by_identity  # type: ignore[return-value]
 
+    def refresh(self, p: Process, force: bool = False) -> bool:
+        """ProcessTable.refresh with a per-process backoff: a process whose samples keep
+        asking for new maps (JIT code, a pc in memory no map names, an exiting process)
+        is re-read after 5 ms, 50 ms, 0.5 s, then every 5 s, until its maps change."""
+        now = time.monotonic()
+        fails, last = self._refresh_fails.get(p.pid, (0, 0.0))
+        if not force and now - max(last, p.refreshed_at) < 0.005 * 10 ** min(fails, 3):
+            return False
+        changed = super().refresh(p, force)
+        if changed:
+            self._refresh_fails.pop(p.pid, None)
+        else:
+            self._refresh_fails[p.pid] = (fails + 1, now)
+        return changed
+
     def forget(self, pid: int) -> None:
         self.procs.pop(pid, None)
+        self._refresh_fails.pop(pid, None)
         parents = getattr(self, "parents", None)
         if isinstance(parents, dict):
             parents.pop(pid, None)
@@ -216,6 +222,16 @@ class BoundedProcessTable(ProcessTable):
         if ident is not None:
             self._by_identity[ident] = obj
         return obj
+
+    def drop_objects(self) -> None:
+        """Forget every ELF object (memory pressure): they are opened again on demand."""
+        self._by_identity.clear()
+        for p in self.procs.values():
+            if p.space is not None:
+                for name in ("_resolved", "steps", "ra_ok"):
+                    table = getattr(p.space, name, None)
+                    if isinstance(table, dict):
+                        table.clear()
 
     def trim(self, max_memo: int = 20000) -> None:
         """Per-window housekeeping: bound the per-object and per-space memo tables."""
@@ -260,23 +276,56 @@ class BoundedResolver(Resolver):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._lru: Lru[ObjectFile, Any] = Lru(max_symbols, max_symbol_bytes, symbols_bytes)
+        self._window_symbols: dict[ObjectFile, Any] = {}
+        self._locations: dict[tuple[int, int, int, bool], Any] = {}
+        self._kernel_locations: dict[int, Any] = {}
 
     def symbols(self, obj: ObjectFile) -> Any:
+        hit = self._window_symbols.get(obj, _MISS)
+        if hit is not _MISS:
+            return hit
         if obj in self._lru:
-            return self._lru[obj]
+            syms = self._window_symbols[obj] = self._lru[obj]
+            return syms
         from profiler.symbolize import ElfSymbols
         try:
             syms: Any = ElfSymbols.load(obj, self.debug_dirs, self.root)
         except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
             syms = None
         self._lru[obj] = syms
+        self._window_symbols[obj] = syms
         return syms
+
+    def user_location(self, e: Any, pc: int, exact: bool) -> Any:
+        """Resolver.user_location, memoized for the window: stacks that differ only in
+        thread or kernel part share their user frames."""
+        key = (id(e.space), 0 if e.space is not None else e.key.pid, pc, exact)
+        loc = self._locations.get(key)
+        if loc is None:
+            loc = self._locations[key] = super().user_location(e, pc, exact)
+        return loc
+
+    def kernel_location(self, addr: int) -> Any:
+        loc = self._kernel_locations.get(addr)
+        if loc is None:
+            if len(self._kernel_locations) > 50000:
+                self._kernel_locations.clear()
+            loc = self._kernel_locations[addr] = super().kernel_location(addr)
+        return loc
+
+    def drop_symbols(self) -> None:
+        self._lru.clear()
+        self._symbols.clear()
+        self._window_symbols.clear()
+        self._kernel_locations.clear()
 
     def end_window(self) -> None:
         """Forget what is only valid for one window (JIT maps change, pids come and go)."""
         self._perf_maps.clear()
         self._mapping_info.clear()
         self._unsymbolized.clear()
+        self._window_symbols.clear()
+        self._locations.clear()
 
 
 def symbols_bytes(syms: Any) -> int:

@@ -156,7 +156,7 @@ def build_shipments(win: Window, resolver: Resolver, *, period_ns: int, host: st
                     version: str, extra_labels: dict[str, str], comments: list[str],
                     between: Callable[[], None] | None = None) -> list[Shipment]:
     """Every group of a closed window as a pprof with fleet labels, in a stable order."""
-    from profiler.emit.pprof import build_profile, check_valid
+    from profiler.emit.pprof import build_profile
     keys = sorted(win.groups, key=lambda k: (k.service, k.container_id, k.pid))
     out: list[Shipment] = []
     start_s = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(win.start_ns / 1e9))
@@ -170,9 +170,8 @@ def build_shipments(win: Window, resolver: Resolver, *, period_ns: int, host: st
         labels = fleet_labels(key, host, version, extra_labels)
         notes = [f"sframe-prof agent {version} host={host} window={win.start_ns // 1_000_000}"
                  f" start={start_s} group={seq}/{len(keys)}", *comments]
-        profile = build_profile(data)
+        profile = build_profile(data)       # checked with check_valid there
         add_labels(profile, labels, notes)
-        check_valid(profile)
         raw = profile.SerializeToString(deterministic=True)
         out.append(Shipment(win.start_ns, win.end_ns, seq, len(keys), labels["service"],
                             labels, gzip_bytes(raw), profile, g.agg.samples))
