@@ -81,6 +81,8 @@ REASONS = {
     "too-deep": "the chain exceeded the frame limit",
     "ra-above-cfa": "unwind data saves the RA at or above the CFA, so the CFA is not the "
                     "caller's stack pointer",
+    "ra-not-after-call": "a return address does not follow a call instruction (a corrupt "
+                         "stack word or unwind row)",
 }
 
 

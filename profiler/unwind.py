@@ -60,6 +60,44 @@ def _dwarf_regs(arch: str, regs: dict[str, int]) -> dict[int, int]:
     return out
 
 
+def _a64_is_call(insn: int) -> bool:
+    """BL, BLR, or a pointer-authenticating BLRAA/BLRAB/BLRAAZ/BLRABZ."""
+    return (insn & 0xFC000000 == 0x94000000          # BL imm26
+            or insn & 0xFFFFFC1F == 0xD63F0000       # BLR Xn
+            or insn & 0xFEFFF800 == 0xD63F0800)      # BLRA[AB][Z]
+
+
+def _x86_is_call_before(code: bytes) -> bool:
+    """Whether `code` (the bytes just before a return address) ends with a call:
+    E8 rel32, or FF /2 (call r/m64, any prefixes before it) of the right length."""
+    n = len(code)
+    if n >= 5 and code[n - 5] == 0xE8:
+        return True
+    for k in range(2, min(n, 7) + 1):
+        i = n - k
+        if code[i] != 0xFF:
+            continue
+        modrm = code[i + 1]
+        if (modrm >> 3) & 7 != 2:
+            continue
+        mod, rm = modrm >> 6, modrm & 7
+        length = 2
+        if mod != 3:
+            if rm == 4:                      # SIB byte
+                length += 1
+                if mod == 0 and k > 2 and code[i + 2] & 7 == 5:
+                    length += 4              # SIB with disp32 and no base
+            if mod == 0 and rm == 5:
+                length += 4                  # rip-relative disp32
+            elif mod == 1:
+                length += 1
+            elif mod == 2:
+                length += 4
+        if length == k:
+            return True
+    return False
+
+
 class AddressSpace:
     """The mappings of one process, with the object behind each executable one."""
 
@@ -85,7 +123,36 @@ class AddressSpace:
             return "ra-not-executable"
         if m.path == "[uprobes]":
             return "trampoline"
+        if not self.follows_call(m, ra):
+            return "ra-not-after-call"
         return ""
+
+    def follows_call(self, m: Mapping, ra: int) -> bool:
+        """Whether the code just before `ra` is a call instruction.
+
+        A return address is pushed by a call, so a stack word or rule that gives
+        anything else (a corrupt stack, a wrong table row) is not one.  The signal
+        handler's return address, the rt_sigreturn trampoline, is the one exception.
+        Code that cannot be read (no object behind the mapping) is not judged here.
+        """
+        obj, _bias = self.object_for(m)
+        if obj is None:
+            return True
+        if obj.arch == "aarch64":
+            if ra & 3:
+                return False
+            code = self.read_code(ra - 4, 4)
+            if len(code) == 4 and _a64_is_call(int.from_bytes(code, "little")):
+                return True
+        elif obj.arch == "x86_64":
+            code = self.read_code(ra - 7, 7)
+            if len(code) < 7:
+                code = self.read_code(ra - 5, 5)
+            if code and _x86_is_call_before(code):
+                return True
+        else:
+            return True
+        return is_sigreturn_at(obj.arch, ra, self.read_code)
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -463,9 +530,11 @@ class _Walk:
             return self.stop(obj, "stack-truncated")
         if new_sp <= sp:
             return self.stop(obj, "cfa-not-increasing")
+        if new_sp % self.align:
+            return self.stop(obj, "cfa-misaligned")
         self.frames.append(Frame(self.pc, new_sp, "sigframe", obj, self.exact))
         m = self.space.find(new_pc)
-        if m is None or not m.executable:
+        if m is None or not m.executable or (self.a64 and new_pc & 3):
             self._last = self.verdict("ra-not-executable")
             return False
         regs[self.sp_reg] = new_sp
