@@ -29,6 +29,34 @@ class ObjectError(Exception):
     """The file is missing, unreadable or not an ELF file we can use."""
 
 
+# Bounds on the header tables of a file we open (real files have a dozen segments and
+# at most a few thousand sections; pyelftools walks every entry on each iteration).
+MAX_SEGMENTS = 1 << 12
+MAX_SECTIONS = 1 << 16
+
+
+def check_elf_tables(elf: ELFFile, size: int, name: str) -> None:
+    """Raise ObjectError unless the program and section header tables lie inside the
+    `size`-byte file with entries of the right size, and are not absurdly long.
+
+    pyelftools checks neither: e_phentsize 0 with e_phnum 65535 makes it parse the ELF
+    header 65535 times per walk over the segments.
+    """
+    wide = elf.elfclass == 64
+    for what, count, off, entsize, need, limit in (
+            ("program header", elf.num_segments(), elf["e_phoff"], elf["e_phentsize"],
+             56 if wide else 32, MAX_SEGMENTS),
+            ("section header", elf.num_sections(), elf["e_shoff"], elf["e_shentsize"],
+             64 if wide else 40, MAX_SECTIONS)):
+        if not count:
+            continue
+        if count > limit:
+            raise ObjectError(f"{name}: {count} {what} entries (at most {limit})")
+        if entsize < need or off + count * entsize > size:
+            raise ObjectError(f"{name}: {what} table ({count} x {entsize} bytes at offset "
+                              f"{off}) does not fit the {size}-byte file")
+
+
 _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 
 # The kernel's rt_sigreturn trampolines, recognised by their code, and the offsets
@@ -58,6 +86,7 @@ class ObjectFile:
         self._stream = stream
         try:
             self.elf = ELFFile(stream)
+            check_elf_tables(self.elf, self.elf.stream_len, name)
             self.machine = self.elf["e_machine"]
             self.arch = _MACHINES.get(self.machine, self.machine)
             self.loads = [
@@ -68,6 +97,8 @@ class ObjectFile:
                 (s.name, s["sh_type"], s["sh_addr"], s["sh_offset"], s["sh_size"])
                 for s in self.elf.iter_sections()
             ]
+        except ObjectError:
+            raise
         except (ELFError, ValueError, KeyError, OSError, Exception) as exc:  # noqa: BLE001
             # pyelftools raises many exception types (construct errors among them)
             # on a damaged file; they all mean the same thing to us.

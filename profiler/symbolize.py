@@ -49,7 +49,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from profiler.demangle import demangle
-from profiler.objfile import ObjectFile
+from profiler.objfile import ObjectError, ObjectFile, check_elf_tables
 
 __all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
 
@@ -499,9 +499,11 @@ def _mini_debuginfo(elf: ELFFile, errors: list[str]) -> ELFFile | None:
             errors.append(".gnu_debugdata: unusable (truncated, or larger than "
                           f"{MAX_MINIDEBUGINFO_BYTES} bytes decompressed)")
             return None
-        return ELFFile(io.BytesIO(data))
+        mini = ELFFile(io.BytesIO(data))
+        check_elf_tables(mini, len(data), "the embedded ELF file")
+        return mini
     except (lzma.LZMAError, ELFError, ValueError, struct.error, EOFError,
-            OverflowError) as exc:
+            OverflowError, ObjectError) as exc:
         errors.append(f".gnu_debugdata: unusable ({exc})")
         return None
 

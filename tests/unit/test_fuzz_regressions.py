@@ -115,3 +115,43 @@ def test_rust_v0_binder_with_a_huge_lifetime_count() -> None:
     t0 = time.monotonic()
     assert demangle(name) == name
     assert time.monotonic() - t0 < 1
+
+
+@pytest.mark.parametrize("target,name", [("elf", "phentsize-0-phnum-65340"),
+                                         ("symbols", "phentsize-0-phnum-43947")])
+def test_header_tables_that_do_not_fit_the_file(target: str, name: str) -> None:
+    # e_phentsize 0 and e_phnum in the tens of thousands: pyelftools parsed the ELF
+    # header again for every "segment" on every walk (a hang of seconds per lookup).
+    t0 = time.monotonic()
+    with pytest.raises(ObjectError, match="program header entries"):
+        ObjectFile.from_bytes(regress(target, name), "x.so")
+    assert time.monotonic() - t0 < 1
+
+
+def test_minidebuginfo_with_a_bad_header_table(tmp_path: Path) -> None:
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    from profiler import symbolize
+    from profiler.objfile import check_elf_tables
+    inner = bytearray((CORPUS / "elf" / "seed-tiny-x86_64-exe").read_bytes())
+    inner[0x36:0x38] = (0).to_bytes(2, "little")       # e_phentsize = 0
+    with pytest.raises(ObjectError, match="does not fit"):
+        check_elf_tables(ELFFile(io.BytesIO(bytes(inner))), len(inner), "inner")
+
+    class Sec(dict):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(sh_type="SHT_PROGBITS")
+            self._data = data
+
+        def data(self) -> bytes:
+            return self._data
+
+    class Elf:
+        def get_section_by_name(self, name: str) -> Sec:
+            return Sec(lzma.compress(bytes(inner)))
+
+    errors: list[str] = []
+    assert symbolize._mini_debuginfo(Elf(), errors) is None  # type: ignore[arg-type]
+    assert len(errors) == 1 and "program header table" in errors[0]
