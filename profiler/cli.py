@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -244,3 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, details on request
+        if os.environ.get("SFRAME_PROF_DEBUG"):
+            raise
+        print(f"sframe-prof: internal error: {type(exc).__name__}: {exc} (run with "
+              "SFRAME_PROF_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 70

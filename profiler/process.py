@@ -142,14 +142,17 @@ class ProcessTable:
         p.start_time = start_time or p.start_time
         p.exited = False
         parsed = parse_maps(text)
-        p.mappings = tuple(m for m, _ in parsed)
+        p.refreshed_at = time.monotonic()
+        mappings = tuple(m for m, _ in parsed)
+        if mappings == p.mappings and p.space is not None:
+            return   # unchanged: keep the address space and its caches
+        p.mappings = mappings
         p.identities = {m.start: ident for m, ident in parsed if ident is not None}
         try:
             p.exe = os.readlink(f"{self.proc}/{p.pid}/exe")
         except OSError:
             pass
         p.memory = self._read_vdso(p)
-        p.refreshed_at = time.monotonic()
         p.generation += 1
         pid = p.pid
         p.space = AddressSpace(p.mappings, p.memory, self.objects,

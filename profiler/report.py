@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 import socket
 import sys
 
-from profiler.capture.recording import read_capture
-from profiler.model import Mapping
-from profiler.objfile import ObjectCache
+from profiler.capture.recording import Capture, read_capture
+from profiler.model import Mapping, RawSample
+from profiler.objfile import ObjectCache, ObjectFile
+from profiler.symbolize import read_build_id
 from profiler.resolve import Resolver
 from profiler.session import Options, Pipeline, check_outputs, summary, write_outputs
 from profiler.unwind import AddressSpace, Unwinder
@@ -33,14 +35,22 @@ def report(args: argparse.Namespace) -> int:
     pipeline = Pipeline(Unwinder(objects), resolver)
     spaces: dict[tuple[int, int], AddressSpace] = {}
     names: dict[int, str] = {}
+    checker = BuildIdCheck(objects)
     for sample in cap.iter_samples():
         key = (sample.pid, id(sample.mappings))
         space = spaces.get(key)
         if space is None:
-            space = AddressSpace(sample.mappings, sample.memory, objects)
+            snap = cap.maps_at(sample.pid, sample.time_ns)
+            expected = {}
+            if snap is not None:
+                expected = {m.start: ident.build_id for m, ident in
+                            zip(snap.mappings, snap.identities) if ident and ident.build_id}
+            space = AddressSpace(sample.mappings, sample.memory, objects,
+                                 opener=checker.opener(expected))
             spaces[key] = space
             names.setdefault(sample.pid, _exe_name(sample.mappings))
-        pipeline.add(sample, space, has_user=bool(sample.regs.get("sp")) and bool(sample.stack))
+        pipeline.add(sample, space, has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
+                     later=lambda s=sample: _later_space(cap, s, spaces, objects, checker))
     agg = pipeline.agg
     period = h.period_ns or (int(1e9 / h.frequency_hz) if h.frequency_hz else 10_000_000)
     duration = (agg.last_ns - agg.first_ns) if agg.first_ns is not None else 0
@@ -49,6 +59,10 @@ def report(args: argparse.Namespace) -> int:
     opts = Options(output=args.output, folded=args.folded, flamegraph=args.flamegraph)
     written = write_outputs(data, opts)
     if not args.quiet:
+        for path, (want, got) in sorted(checker.mismatches.items()):
+            print(f"sframe-prof: warning: {objects.resolve(path)} is not the recorded file "
+                  f"(build ID {got or 'none'}, recorded {want}); its frames are left "
+                  "unwound (object-unavailable)", file=sys.stderr)
         if cap.truncated:
             print(f"sframe-prof: {args.capture} ends early (the recorder was stopped); "
                   "using the complete samples", file=sys.stderr)
@@ -56,6 +70,54 @@ def report(args: argparse.Namespace) -> int:
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
     return 0
+
+
+def _later_space(cap: Capture, sample: RawSample, spaces: dict[tuple[int, int], AddressSpace],
+                 objects: ObjectCache, checker: BuildIdCheck) -> AddressSpace | None:
+    """The address space of the pid's latest maps snapshot, if newer than the sample's
+    (a library loaded after the maps were taken: the live run would have re-read them)."""
+    snaps = cap.maps.get(sample.pid)
+    if not snaps or snaps[-1].mappings is sample.mappings:
+        return None
+    snap = snaps[-1]
+    key = (sample.pid, id(snap.mappings))
+    space = spaces.get(key)
+    if space is None:
+        expected = {m.start: ident.build_id for m, ident in
+                    zip(snap.mappings, snap.identities) if ident and ident.build_id}
+        space = AddressSpace(snap.mappings, sample.memory, objects,
+                             opener=checker.opener(expected))
+        spaces[key] = space
+    return space
+
+
+class BuildIdCheck:
+    """Use a file from --root only if it is the one recorded (same build ID).
+
+    Unwinding with another build of a library gives wrong chains that look right;
+    a mismatched file is treated as unavailable instead, and reported once.
+    """
+
+    def __init__(self, objects: ObjectCache) -> None:
+        self.objects = objects
+        self.mismatches: dict[str, tuple[str, str]] = {}
+        self._ids: dict[str, str] = {}
+
+    def opener(self, expected: dict[int, str]) -> Callable[[Mapping], ObjectFile | None]:
+        def open_checked(m: Mapping) -> ObjectFile | None:
+            obj = self.objects.get(m.path)
+            want = expected.get(m.start)
+            if obj is None or not want:
+                return obj
+            got = self._ids.get(m.path)
+            if got is None:
+                got = read_build_id(obj)
+                self._ids[m.path] = got
+            if got != want:
+                self.mismatches[m.path] = (want, got)
+                return None
+            return obj
+        return open_checked
 
 
 def _exe_name(mappings: tuple[Mapping, ...]) -> str:

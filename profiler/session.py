@@ -11,7 +11,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from profiler.capture.bcc_source import BpfRecord, BpfSampler
 
 REFRESH_REASONS = ("pc-not-mapped", "ra-not-executable", "object-unavailable")
+MAPS_RECHECK_S = 0.25   # record mode: how often the targets' maps are re-read
 
 
 @dataclass
@@ -63,16 +64,24 @@ class Pipeline:
         self.refreshes = 0
 
     def add(self, sample: RawSample, space: AddressSpace | None, has_user: bool = True,
-            proc: Process | None = None, table: ProcessTable | None = None) -> None:
+            proc: Process | None = None, table: ProcessTable | None = None,
+            later: Callable[[], AddressSpace | None] | None = None) -> None:
+        """Unwind and count one sample.  When it fails for a reason newer maps could
+        fix, the maps are re-read (live: `proc` and `table`) or the next snapshot is
+        tried (`later`), and the sample is unwound again."""
         stack = None
         if has_user and space is not None:
             stack = self.unwinder.unwind(sample, space)
-            if (not stack.reliable and stack.reason in REFRESH_REASONS and proc is not None
-                    and table is not None and table.refresh(proc)):
-                self.refreshes += 1
-                space = proc.space
-                assert space is not None
-                stack = self.unwinder.unwind(sample, space)
+            if not stack.reliable and stack.reason in REFRESH_REASONS:
+                newer = None
+                if proc is not None and table is not None and table.refresh(proc):
+                    newer = proc.space
+                elif later is not None:
+                    newer = later()
+                if newer is not None and newer is not space:
+                    self.refreshes += 1
+                    space = newer
+                    stack = self.unwinder.unwind(sample, space)
         elif has_user:
             stack = self.unwinder.unwind(sample, AddressSpace((), (), self.unwinder.objects))
         self.agg.add(pid=sample.pid, tid=sample.tid, comm=sample.comm, time_ns=sample.time_ns,
@@ -164,6 +173,7 @@ class LiveSession:
         self.writer: Any = None
         self.recorded_maps: dict[int, int] = {}
         self.received = 0
+        self.internal_errors = 0
 
     # -- target processes --------------------------------------------------------
 
@@ -242,7 +252,7 @@ class LiveSession:
             os.close(release)
         deadline = time.monotonic() + opts.duration if opts.duration else None
         status = sys.stderr.isatty() and not opts.quiet
-        last_status = 0.0
+        last_status = last_maps = 0.0
         try:
             while not self.stop:
                 records = sampler.poll(100)
@@ -250,6 +260,13 @@ class LiveSession:
                     self.table.note_fork(parent, child)
                 self._consume(records)
                 now = time.monotonic()
+                if self.writer is not None and now - last_maps > MAPS_RECHECK_S:
+                    # No unwinding while recording, so no miss tells us that a library
+                    # was loaded: re-read the maps now and then (ld.so at start, dlopen).
+                    last_maps = now
+                    for proc in list(self.table.procs.values()):
+                        if not proc.exited and self.table.refresh(proc):
+                            self._record_maps(proc)
                 if deadline is not None and now >= deadline:
                     break
                 if not self._alive():
@@ -286,6 +303,9 @@ class LiveSession:
         written = write_outputs(data, opts)
         if not opts.quiet:
             summary(self.pipeline.agg, lost, seconds, sys.stderr, self._sframe_of())
+            if self.internal_errors:
+                print(f"  {self.internal_errors} samples could not be processed (internal "
+                      "errors; see the first warning)", file=sys.stderr)
             for w in written:
                 print(f"  wrote {w}", file=sys.stderr)
         return 0
@@ -303,22 +323,31 @@ class LiveSession:
     def _consume(self, records: Sequence[BpfRecord]) -> None:
         for r in records:
             self.received += 1
-            proc = self.table.get(r.pid)
-            if self.writer is not None and proc is not None:
-                # No unwinding while recording: refresh the maps when the pc is outside them.
-                if r.has_user and proc.space is not None and proc.space.find(r.regs["pc"]) is None:
-                    self.table.refresh(proc)
-                self._record_maps(proc)
-            sample = RawSample(
-                arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
-                mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
-                pac_mask=self.opts.pac_mask, pid=r.pid, tid=r.tid, comm=r.comm,
-                time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
-            if self.writer is not None:
-                self.writer.add_sample(sample)
-                continue
-            self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
-                              self.table)
+            try:
+                self._consume_one(r)
+            except Exception as exc:  # noqa: BLE001 - one bad sample never ends the run
+                self.internal_errors += 1
+                if self.internal_errors == 1:
+                    print(f"sframe-prof: warning: a sample could not be processed "
+                          f"({type(exc).__name__}: {exc}); continuing", file=sys.stderr)
+
+    def _consume_one(self, r: BpfRecord) -> None:
+        proc = self.table.get(r.pid)
+        if self.writer is not None and proc is not None:
+            # No unwinding while recording: refresh the maps when the pc is outside them.
+            if r.has_user and proc.space is not None and proc.space.find(r.regs["pc"]) is None:
+                self.table.refresh(proc)
+            self._record_maps(proc)
+        sample = RawSample(
+            arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
+            mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
+            pac_mask=self.opts.pac_mask, pid=r.pid, tid=r.tid, comm=r.comm,
+            time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
+        if self.writer is not None:
+            self.writer.add_sample(sample)
+            return
+        self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
+                          self.table)
 
     # -- record mode ----------------------------------------------------------------
 
@@ -340,6 +369,7 @@ class LiveSession:
         if self.recorded_maps.get(proc.pid) == proc.generation:
             return
         self.recorded_maps[proc.pid] = proc.generation
+        from profiler.symbolize import read_build_id
         idents: list[FileIdentity | None] = []
         for m in proc.mappings:
             ident = proc.identities.get(m.start)
@@ -351,7 +381,12 @@ class LiveSession:
                 dev = os.makedev(int(major, 16), int(minor, 16))
             except ValueError:
                 dev = 0
-            idents.append(FileIdentity("", dev, ident.inode, 0))
+            build_id = ""
+            if m.executable:
+                # `report` checks the files it is given against this.
+                obj = self.table.open_mapping(proc.pid, m)
+                build_id = read_build_id(obj) if obj is not None else ""
+            idents.append(FileIdentity(build_id, dev, ident.inode, 0))
         self.writer.add_maps(proc.pid, proc.mappings, idents,
                              time_ns=int(proc.refreshed_at * 1e9))
         for start, data in proc.memory:
