@@ -207,3 +207,43 @@ def test_without_root_is_one_line(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert run.stderr == ("sframe-prof: error: live profiling needs root (BPF and perf "
                           "events): run with sudo\n")
+
+
+def test_report_refuses_a_different_build(tmp_path: Path) -> None:
+    """A capture analysed with another build of a library at the recorded path: that
+    file is not used (its build ID differs), so no chain through it is called reliable."""
+    require_live()
+    import shutil
+    d = TARGETS / "v1host-x86_64-O2-shlib"
+    cap = tmp_path / "run.sfcap"
+    run = subprocess.run([sys.executable, "-m", "profiler", "record", "-F", "999", "-d", "3",
+                          "-o", str(cap), "--", str(d / "prog"), "0", "1000", "1"],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    root = tmp_path / "root"
+    fake = root / str(d).lstrip("/")
+    fake.mkdir(parents=True)
+    shutil.copy(d / "prog", fake / "prog")
+    shutil.copy(TARGETS / "v2trixie-x86_64-O2-shlib" / "libsfpshape.so", fake / "libsfpshape.so")
+    libc = Path("/usr/lib/x86_64-linux-gnu/libc.so.6")
+    (root / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    shutil.copy(libc, root / "usr/lib/x86_64-linux-gnu/libc.so.6")
+    out = tmp_path / "r.pb.gz"
+    rep = subprocess.run([sys.executable, "-m", "profiler", "report", str(cap), "--root",
+                          str(root), "-o", str(out)], capture_output=True, text=True, timeout=180)
+    assert rep.returncode == 0, rep.stderr
+    assert "libsfpshape.so is not the recorded file" in rep.stderr
+    prof = read_pprof(str(out))
+    for s in prof.samples:
+        if s.labels.get("unwind") == "reliable":
+            assert not any(f.mapping and f.mapping.path.endswith("libsfpshape.so")
+                           for f in s.frames)
+    # with the right files, the same capture unwinds through the library
+    good = subprocess.run([sys.executable, "-m", "profiler", "report", str(cap), "-o",
+                           str(tmp_path / "g.pb.gz")], capture_output=True, text=True,
+                          timeout=180)
+    assert good.returncode == 0 and "not the recorded file" not in good.stderr
+    gprof = read_pprof(str(tmp_path / "g.pb.gz"))
+    assert any(s.labels.get("unwind") == "reliable" and any(
+        f.mapping and f.mapping.path.endswith("libsfpshape.so") for f in s.frames)
+        for s in gprof.samples)
