@@ -125,6 +125,11 @@ _Loc = tuple[int, int, int]  # (LOC_* kind, reg, off)
 
 _MAX_LEB_BYTES = 10  # 64-bit values; longer encodings are treated as corrupt
 _MAX_STATE_STACK = 1024
+# Bounds on what one section may make the reader do: call-frame instructions run for
+# one CIE or FDE (real ones have tens, hand-written assembly a few hundred), and
+# entries indexed by the one-time scan of a section without .eh_frame_hdr.
+MAX_CFI_INSTRUCTIONS = 1 << 16
+MAX_CFI_ENTRIES = 1 << 22
 
 
 def _uleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -570,6 +575,8 @@ class _Section:
         while off < size:
             if size - off < 4:
                 raise _Bad(f"{size - off} trailing bytes at offset 0x{off:x}")
+            if len(items) >= MAX_CFI_ENTRIES:
+                raise _Bad(f"more than {MAX_CFI_ENTRIES} FDEs")
             end, _, id_val, id_size, _ = self._entry_header(off)
             if id_size == 0:
                 if self.is_eh:
@@ -694,7 +701,11 @@ class _Section:
                 out[1].append(st.key())
             st.loc += delta
 
+        budget = MAX_CFI_INSTRUCTIONS
         while pos < end:
+            budget -= 1
+            if budget < 0:
+                raise _Bad(f"more than {MAX_CFI_INSTRUCTIONS} call-frame instructions")
             op = data[pos]
             pos += 1
             hi = op & 0xC0

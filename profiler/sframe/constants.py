@@ -62,6 +62,12 @@ SFRAME_FRE_OFFSET_2B = 1
 SFRAME_FRE_OFFSET_4B = 2
 WORD_SIZE = {SFRAME_FRE_OFFSET_1B: 1, SFRAME_FRE_OFFSET_2B: 2, SFRAME_FRE_OFFSET_4B: 4}
 
+# Bounds on what a section may make the decoder do.  V3 counts a function's FREs in 16
+# bits; V1/V2 sections claiming more for one function, or more functions than any real
+# binary has, are treated as corrupt.
+MAX_FDES = 1 << 22
+MAX_FRES_PER_FDE = 1 << 16
+
 # Most data words a FRE may carry (default FDEs use at most 3, flex FDEs 6).
 MAX_DEFAULT_WORDS = 3
 MAX_FLEX_WORDS = 6

@@ -135,6 +135,8 @@ class SFrameSection:
                                                 C.SFRAME_ABI_S390X_ENDIAN_BIG) else "<"
         if want_endian != e:
             raise self._fail(f"byte order does not match ABI {C.ABI_NAMES[self.abi_arch]}")
+        if self.num_fdes > C.MAX_FDES:
+            raise self._fail(f"{self.num_fdes} FDEs (at most {C.MAX_FDES})")
         self.header_size = C.SFRAME_HEADER_SIZE + self.auxhdr_len
         self.fde_size = C.FDE_SIZE[self.version]
         fdes_start = self.header_size + self.fdeoff
@@ -200,6 +202,8 @@ class SFrameSection:
             if num_fres and fre_off == self.fre_len:
                 raise self._fail(f"FDE {i}: {num_fres} FREs start at the end of the FRE "
                                  f"sub-section")
+            if num_fres > C.MAX_FRES_PER_FDE:
+                raise self._fail(f"FDE {i}: {num_fres} FREs (at most {C.MAX_FRES_PER_FDE})")
             if num_fres > self.num_fres:
                 raise self._fail(f"FDE {i}: {num_fres} FREs, more than the header's "
                                  f"{self.num_fres}")

@@ -155,3 +155,38 @@ def test_minidebuginfo_with_a_bad_header_table(tmp_path: Path) -> None:
     errors: list[str] = []
     assert symbolize._mini_debuginfo(Elf(), errors) is None  # type: ignore[arg-type]
     assert len(errors) == 1 and "program header table" in errors[0]
+
+
+def test_sframe_fres_per_function_bound() -> None:
+    import json
+    import struct as st
+
+    from profiler.sframe import constants as C
+    from profiler.sframe.section import SFrameError, SFrameSection
+    case = Path(__file__).resolve().parent.parent / "data" / "sframe-testcases"
+    d = bytearray(json.loads((case / "cfi-sframe-common-1-2.45.json").read_text())["content"])
+    assert d[2] == 2 and st.unpack_from("<I", d, 8)[0] == 1      # V2, one function
+    n = C.MAX_FRES_PER_FDE + 1
+    st.pack_into("<I", d, 12, n)                                  # header num_fres
+    fde = C.SFRAME_HEADER_SIZE + d[7] + st.unpack_from("<I", d, 20)[0]
+    st.pack_into("<I", d, fde + 12, n)                            # the FDE's num_fres
+    with pytest.raises(SFrameError, match=f"FDE 0: {n} FREs \\(at most"):
+        SFrameSection(bytes(d), 0x1000, "x.so")
+
+
+def test_cfi_instruction_bound() -> None:
+    import struct as st
+
+    from profiler.cfi import MAX_CFI_INSTRUCTIONS, CfiError, CfiTable, _Section
+    cie_body = (b"\0\0\0\0" + b"\x01zR\0" + b"\x01\x78\x10" + b"\x01\x1b"
+                + b"\x0c\x07\x08\x90\x01" + b"\0" * 2)
+    cie = st.pack("<I", len(cie_body)) + cie_body
+    fde_at = len(cie)
+    body = st.pack("<I", fde_at + 4) + st.pack("<i", 0x1000 - (fde_at + 8)) \
+        + st.pack("<I", 0x100) + b"\0" + b"\0" * (MAX_CFI_INSTRUCTIONS + 1)
+    eh = cie + st.pack("<I", len(body)) + body + b"\0\0\0\0"
+    table = CfiTable("x.so", "EM_X86_64")
+    table._sections.append(_Section(table, ".eh_frame", eh, 0, True, 8, True))
+    assert table.fde_ranges() == [(0x1000, 0x1100)]
+    with pytest.raises(CfiError, match="more than 65536 call-frame instructions"):
+        table.find(0x1010)
