@@ -120,10 +120,13 @@ def merge(targets: list[str], workdir: str, max_bytes: int) -> None:
         if not src.is_dir():
             continue
         before = {p.name for p in dst.iterdir()}
-        cmd = [python(), str(FUZZ / f"fuzz_{t}.py"), "-merge=1", "-timeout=30",
+        cmd = [str(FUZZ / f"fuzz_{t}.py"), "-merge=1", "-timeout=30",
                f"-max_len={max_bytes}", str(dst), str(src)]
+        # libFuzzer's merge reruns argv[0] (the harness, via its shebang): put the
+        # interpreter that has atheris first on PATH.
+        env = {**os.environ, "PATH": f"{Path(python()).parent}:{os.environ.get('PATH', '')}"}
         subprocess.run(cmd, cwd=REPO, check=False, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+                       stderr=subprocess.DEVNULL, env=env)
         added = [p for p in dst.iterdir() if p.name not in before]
         # libFuzzer names files by their SHA-1; keep that, with a marker prefix.
         for p in added:

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the capture-file reader (profiler.capture.recording) and the report path
 behind it: every sample read back is unwound the way `sframe-prof report` does.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the DWARF CFI reader: .eh_frame / .eh_frame_hdr / .debug_frame bytes.
 
 Input layout (little endian)::

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the demangler (profiler.demangle): C++ through __cxa_demangle, Rust legacy and
 the Rust v0 decoder.  Symbol names come from the target's symbol tables.
 

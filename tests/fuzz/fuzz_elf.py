@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the ELF container reader (profiler.objfile with pyelftools) and what it feeds:
 segments and load bias, code reads, the .sframe section found by name, type or program
 header, the .eh_frame/.debug_frame table built from the ELF, and rule lookups.

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the SFrame decoder: header and FDE checks, FRE decoding, rules, the dump.
 
 Input: the bytes of one ``.sframe`` section, mapped at SECTION_ADDR.  Seeds: the

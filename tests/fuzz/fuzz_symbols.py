@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the symbol readers (profiler.symbolize): .symtab/.dynsym, build-ID notes,
 .gnu_debuglink, MiniDebugInfo (.gnu_debugdata, an xz-compressed ELF) and the
 demangler behind every lookup.

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the unwinder with random registers and stack bytes against real tables.
 
 The base samples are ground-truth snapshots (tests/snapshots, 39 variants: SFrame V1-V3,
