@@ -336,6 +336,7 @@ class ElfSymbols:
                 nxt = chosen[i + 1].start if i + 1 < len(chosen) else 0
                 limits = [x for x in (nxt, c.sec_end) if x > c.start]
                 end = min(limits) if limits else c.start + 1
+            end = min(end, (1 << 64) - 1)   # a symbol running past the address space
             self._starts.append(c.start)
             self._sizes.append(end - c.start)
             self._names.append(c.name)

@@ -190,3 +190,11 @@ def test_cfi_instruction_bound() -> None:
     assert table.fde_ranges() == [(0x1000, 0x1100)]
     with pytest.raises(CfiError, match="more than 65536 call-frame instructions"):
         table.find(0x1010)
+
+
+def test_symbol_running_past_the_address_space() -> None:
+    # A FUNC symbol near 2**64 with a size: its end overflowed the segment table.
+    from profiler.symbolize import ElfSymbols
+    obj = ObjectFile.from_bytes(regress("symbols", "symbol-past-2-64"), "/f/x.so")
+    es = ElfSymbols.load(obj, debug_dirs=(), root=None)
+    assert all(start + size < 1 << 64 for start, size, _ in es.symbols())
