@@ -270,9 +270,11 @@ class Agent:
 
     def _consume(self, records: list[Any]) -> None:
         t = self.totals
-        for r in records:
+        # First every new process of the batch is identified (its maps and files read),
+        # then the batch is unwound: a short-lived process is read as early as possible.
+        found = [self.book.lookup(r.pid, r.comm, r.time_ns) for r in records]
+        for r, (info, proc) in zip(records, found):
             t.samples += 1
-            info, proc = self.book.lookup(r.pid, r.comm, r.time_ns)
             if self.post_filter and not info.matched:
                 t.filtered += 1
                 continue
