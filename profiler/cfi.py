@@ -569,7 +569,7 @@ class _Section:
 
     def _scan(self) -> None:
         """One pass over all entry headers (no instruction decoding)."""
-        items = []
+        items: list[tuple[int, int, int]] = []
         off = 0
         size = self.size
         while off < size:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time

@@ -15,7 +15,8 @@ and ends with ``if __name__ == "__main__": common.main(sys.modules[__name__])``.
 
 Run one directly (libFuzzer flags pass through)::
 
-    .venv/bin/python tests/fuzz/fuzz_sframe.py -runs=100000 build/fuzz/sframe tests/fuzz/corpus/sframe
+    .venv/bin/python tests/fuzz/fuzz_sframe.py -runs=100000 build/fuzz/sframe \
+        tests/fuzz/corpus/sframe
 
 or all of them with scripts/fuzz.py.  Imported (by tests/unit/test_fuzz_ci.py) a
 harness is plain Python: nothing is instrumented and ``one_input`` can replay a file.

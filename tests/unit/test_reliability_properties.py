@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_ground_truth import mismatch
 
 from profiler.model import Frame, RawSample, UnwoundStack
 from profiler.objfile import ObjectCache, ObjectFile, is_sigreturn_at
@@ -44,8 +45,6 @@ from profiler.sframe import constants as C
 from profiler.sframe.section import SFrameError, SFrameSection
 from profiler.snapshots import read_snapshots
 from profiler.unwind import AddressSpace, Unwinder
-
-from test_ground_truth import mismatch
 
 SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 ROOT = SNAPSHOTS / "root"
