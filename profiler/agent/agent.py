@@ -158,6 +158,7 @@ class Agent:
         self.last_metrics = WindowMetrics()
         self.sampler: Any = None
         self.last_shrink = 0.0
+        self.pac_mask: int | None = None
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -207,10 +208,12 @@ class Agent:
         except BaseException:
             self._stop_sinks()
             raise
+        # aarch64: the PAC bits of code addresses, as the sampler read them (else None)
+        self.pac_mask = getattr(self.sampler, "pac_mask", None)
         if cfg.trim_llvm:
             trim_llvm()
         self.meter = ResourceMeter()
-        scanner = TargetScanner(self.matcher, self.sampler.add_pid) \
+        scanner = TargetScanner(self.matcher, self.sampler.add_pid, remove=self._untarget) \
             if self.matcher.filtering else None
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.clock.update()
@@ -255,6 +258,17 @@ class Agent:
                  f"; {pending} profile(s) left in the spool for the next start" if pending else "")
         return 0
 
+    def _untarget(self, pid: int) -> None:
+        """Take an exited process out of the kernel's target map."""
+        remove = getattr(self.sampler, "remove_pid", None)
+        try:
+            if remove is not None:
+                remove(pid)
+            else:
+                del self.sampler.bpf["targets"][ctypes.c_uint32(pid)]
+        except Exception:  # noqa: BLE001 - bcc raises KeyError or bare Exception
+            pass
+
     def _on_signal(self, _sig: int, _frame: object) -> None:
         self.stop = True
 
@@ -296,8 +310,8 @@ class Agent:
             sample = RawSample(
                 arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
                 mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
-                pid=r.pid, tid=r.tid, comm=r.comm, time_ns=r.time_ns, cpu=r.cpu,
-                kernel_stack=r.kstack)
+                pac_mask=self.pac_mask, pid=r.pid, tid=r.tid, comm=r.comm,
+                time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
             self.pipeline.agg = g.agg
             self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
                               self.table)

@@ -57,10 +57,10 @@ class AgentConfig:
     spool_max_bytes: int = 256 << 20
     # bounded caches
     cache_objects: int = 256            # ELF files (unwind tables) kept by identity
-    cache_object_bytes: int = 48 << 20  # their unwind tables
+    cache_object_bytes: int = 32 << 20  # their unwind tables
     cache_symbols: int = 64             # symbol tables
-    cache_symbol_bytes: int = 24 << 20
-    memory_target: int = 120 << 20      # RSS above which the caches are emptied
+    cache_symbol_bytes: int = 16 << 20
+    memory_target: int = 200 << 20      # RSS above which the caches are emptied
     trim_llvm: bool = True              # drop bcc/LLVM code pages from RSS after loading
     # run control (tests, benchmarks)
     duration: float = 0.0               # 0: until SIGTERM/SIGINT
@@ -269,14 +269,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--cache-objects", type=_positive(int), metavar="N",
                    help="ELF files kept with their unwind tables (default 256)")
     g.add_argument("--cache-object-bytes", type=_size_arg, metavar="SIZE",
-                   help="byte budget of their unwind tables (default 48M)")
+                   help="byte budget of their unwind tables (default 32M)")
     g.add_argument("--cache-symbols", type=_positive(int), metavar="N",
                    help="symbol tables kept (default 64)")
     g.add_argument("--cache-symbol-bytes", type=_size_arg, metavar="SIZE",
-                   help="estimated byte budget of those tables (default 24M)")
+                   help="estimated byte budget of those tables (default 16M)")
     g.add_argument("--memory-target", type=_size_arg, metavar="SIZE",
                    help="when the agent's RSS exceeds this at the end of a window, the "
-                        "caches are emptied (at most once a minute; default 120M)")
+                        "caches are emptied (at most once a minute; default 200M)")
     g.add_argument("--no-trim-llvm", dest="trim_llvm", action="store_const", const=False,
                    help="keep bcc's compiler code pages resident after loading")
     g = p.add_argument_group("run")

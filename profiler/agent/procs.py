@@ -51,11 +51,13 @@ class Lru(OrderedDict[K, V], Generic[K, V]):
     gives an entry's bytes (0 without a byte budget)."""
 
     def __init__(self, max_items: int, max_bytes: int = 0,
-                 size_of: Callable[[V], int] | None = None) -> None:
+                 size_of: Callable[[V], int] | None = None,
+                 on_evict: Callable[[K, V], None] | None = None) -> None:
         super().__init__()
         self.max_items = max(1, max_items)
         self.max_bytes = max_bytes
         self.size_of = size_of
+        self.on_evict = on_evict
         self.bytes = 0
         self.evictions = 0
         self._sizes: dict[K, int] = {}
@@ -80,8 +82,10 @@ class Lru(OrderedDict[K, V], Generic[K, V]):
         self.bytes += size
         while len(self) > 1 and (len(self) > self.max_items
                                  or (self.max_bytes and self.bytes > self.max_bytes)):
-            self.popitem(last=False)
+            old_key, old_value = self.popitem(last=False)
             self.evictions += 1
+            if self.on_evict is not None:
+                self.on_evict(old_key, old_value)
 
     def popitem(self, last: bool = True) -> tuple[K, V]:
         key, value = super().popitem(last=last)
@@ -174,7 +178,19 @@ class BoundedProcessTable(ProcessTable):
                  max_objects: int = 256, max_object_bytes: int = 256 << 20) -> None:
         super().__init__(objects, proc)
         self._refresh_fails: dict[int, tuple[int, float]] = {}   # pid -> (fails, when)
-        self._by_identity = Lru(max_objects, max_object_bytes, object_bytes)  # type: ignore[assignment]
+        self._by_identity = Lru(max_objects, max_object_bytes, object_bytes,  # type: ignore[assignment]
+                                self._evicted)
+
+    def _evicted(self, _key: Any, obj: ObjectFile | None) -> None:
+        """An object left the cache: known processes let go of it too, so the budget
+        bounds memory (a process that samples it again opens it again)."""
+        if obj is None:
+            return
+        for p in self.procs.values():
+            resolved = getattr(p.space, "_resolved", None)
+            if isinstance(resolved, dict):
+                for start in [k for k, (o, _b) in resolved.items() if o is obj]:
+                    del resolved[start]
 
     @property
     def object_cache(self) -> Lru[Any, ObjectFile | None]:
@@ -567,11 +583,14 @@ def scan_pids(proc: str = "/proc") -> list[int]:
 class TargetScanner:
     """Finds processes matching the exe/cgroup filters so the kernel samples them."""
 
-    def __init__(self, matcher: Matcher, add: Callable[[int], None], proc: str = "/proc") -> None:
+    def __init__(self, matcher: Matcher, add: Callable[[int], None], proc: str = "/proc",
+                 remove: Callable[[int], None] | None = None) -> None:
         self.matcher = matcher
         self.add = add
+        self.remove = remove
         self.proc = proc
         self.targets: dict[int, int] = {}    # pid -> start time
+        self.full = 0                        # matches the kernel's target map had no room for
         self._cgroups: dict[int, tuple[int, str]] = {}
 
     def scan(self) -> int:
@@ -581,6 +600,8 @@ class TargetScanner:
         alive = set(live)
         for pid in [p for p in self.targets if p not in alive]:
             del self.targets[pid]
+            if self.remove is not None:
+                self.remove(pid)       # keep the kernel's target map from filling up
         for pid in [p for p in self._cgroups if p not in alive]:
             del self._cgroups[pid]
         for pid in live:
@@ -599,7 +620,11 @@ class TargetScanner:
                     self._cgroups[pid] = cached
                 cg = cached[1]
             if self.matcher.matches(exe, cg, container_id(cg)):
+                try:
+                    self.add(pid)
+                except Exception:  # noqa: BLE001 - bcc raises bare Exception (map full)
+                    self.full += 1
+                    continue
                 self.targets[pid] = read_start_time(self.proc, pid)
-                self.add(pid)
                 added += 1
         return added

@@ -224,3 +224,44 @@ def test_exec_after_first_sight_is_noticed(tmp_path: Path) -> None:
     assert proc is not None and proc.mappings[0].path == "/opt/prog"
     book.lookup(50, "worker-thread", 3)          # a new thread, same program
     assert book.execs == 1
+
+
+def test_scanner_forgets_exited_targets(tmp_path: Path) -> None:
+    import shutil
+    fake_proc(tmp_path, 20, exe="/usr/sbin/nginx", start=1, cgroup="0::/\n")
+    added: list[int] = []
+    removed: list[int] = []
+    sc = TargetScanner(Matcher(["nginx"], [], {}), added.append, str(tmp_path),
+                       remove=removed.append)
+    sc.scan()
+    shutil.rmtree(tmp_path / "20")
+    sc.scan()
+    assert added == [20] and removed == [20] and not sc.targets
+
+
+def test_memory_pressure_drops_objects_and_symbols(tmp_path: Path) -> None:
+    path = os.path.realpath(sys.executable)
+    table = BoundedProcessTable(proc=str(tmp_path))
+    obj = open_mapped(path, path)
+    table.object_cache["k"] = obj
+    assert table.object_cache.bytes > 0
+    table.drop_objects()
+    assert len(table.object_cache) == 0 and table.object_cache.bytes == 0
+    r = BoundedResolver()
+    r.symbols(obj)
+    r.drop_symbols()
+    assert len(r._lru) == 0 and r._lru.bytes == 0
+
+
+def test_evicted_objects_are_let_go_by_processes(tmp_path: Path) -> None:
+    from profiler.process import Process
+    from profiler.unwind import AddressSpace
+    path = os.path.realpath(sys.executable)
+    table = BoundedProcessTable(proc=str(tmp_path), max_objects=1)
+    a, b = open_mapped(path, path), open_mapped(path, path)
+    space = AddressSpace((), (), table.objects)
+    space._resolved[0x1000] = (a, 0)
+    table.procs[9] = Process(9, space=space)
+    table.object_cache["a"] = a
+    table.object_cache["b"] = b                   # evicts a
+    assert "a" not in table.object_cache and 0x1000 not in space._resolved
