@@ -14,9 +14,9 @@
 # emulation speed).  It has no network.  In it:
 #   /src     the working tree (TREE, default this checkout), read-only
 #   /out     DIR on the host (default: a new temporary directory), writable
-# COMMAND runs with bash in /src, as root, with PYTHONPATH=/src and `sframe-prof` on
-# PATH; its output appears here as it runs and is kept in DIR/.sfp-vm/output.log, the
-# whole console in DIR/.sfp-vm/console.log.  Exit status: COMMAND's, or 125 when the
+# COMMAND runs in /src, as root, with PYTHONPATH=/src and `sframe-prof` on PATH
+# (scripts/arm64_vm/stage2.sh); its output appears here as it runs and is kept in
+# DIR/.sfp-vm/output.log, the whole console in DIR/.sfp-vm/console.log.  Exit status: COMMAND's, or 125 when the
 # guest never reported one (boot failure, panic, --timeout).
 #
 # The image is built once (about 11 minutes, mostly dpkg under qemu-user) into
@@ -94,6 +94,17 @@ binfmt() {
         || die "qemu-aarch64 is not registered with binfmt_misc"
 }
 
+# Remove a directory an interrupted build left behind: mmdebstrap may still have /proc,
+# /sys and /dev mounted inside it.
+remove_build_dir() {
+    local m
+    [[ -e $1 ]] || return 0
+    for m in $(awk -v d="$1/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$1"
+}
+
 image_ok() { [[ -s $1/disk.img && -s $1/vmlinuz && -s $1/initrd && -s $1/manifest.json ]]; }
 
 # Build the image for the current key unless it is cached; print its directory.
@@ -119,7 +130,7 @@ cmd_image() {
     host_packages >&2
     binfmt
     tmp=$CACHE/.arm64-$key.tmp
-    rm -rf "$tmp"
+    remove_build_dir "$tmp"
     mkdir -p "$tmp"
     mapfile -t deps < <(python_deps)
     "$RECIPE/build.sh" "$tmp" "${deps[@]}" >&2
@@ -140,8 +151,8 @@ EOF
     mv "$tmp" "$dir"
     # Images of other recipes are ~1 GiB each: keep only this one.
     local old
-    for old in "$CACHE"/arm64-*; do
-        [[ $old == "$dir" || ! -d $old ]] || { log "removing old image $old"; rm -rf "$old"; }
+    for old in "$CACHE"/arm64-* "$CACHE"/.arm64-*.tmp; do
+        [[ $old == "$dir" || ! -d $old ]] || { log "removing $old"; remove_build_dir "$old"; }
     done
     log "image $dir built in ${seconds} s"
     echo "$dir"
@@ -170,19 +181,11 @@ cmd_run() {
     local ctl=$out/.sfp-vm
     rm -rf "$ctl"
     mkdir -p "$ctl"
-    {
-        echo "# written by scripts/arm64-vm.sh run"
-        echo "export PYTHONPATH=/src PYTHONPYCACHEPREFIX=/tmp/pycache PYTHONUNBUFFERED=1"
-        echo "export SFP_VM_OUT=/out CI=${CI:-}"
-        echo "mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m profiler \"\$@\"\n' > /tmp/bin/sframe-prof"
-        echo "chmod +x /tmp/bin/sframe-prof && export PATH=/tmp/bin:\$PATH"
-        printf 'cd /src && exec'
-        printf ' %q' "$@"
-        echo
-    } > "$ctl/cmd"
+    install -m 0644 "$ROOT/scripts/arm64_vm/stage2.sh" "$ctl/stage2"
+    printf 'export CI=%q\n' "${CI:-}" > "$ctl/env"
+    { printf 'exec'; printf ' %q' "$@"; echo; } > "$ctl/cmd"
     log "booting $(cat "$img/kernel-release") (cpu $CPU) with /src=$tree /out=$out"
     local t0=$SECONDS rc=0
-    # Our own process group, so a timeout kills qemu and not us.
     set +e
     timeout --kill-after=10 "$timeout" qemu-system-aarch64 \
         -M virt -cpu "$CPU" -smp 2 -m 3072 -accel tcg,thread=multi \

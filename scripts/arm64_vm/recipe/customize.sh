@@ -18,6 +18,9 @@ mkdir -p "$site"
     --python-version "${pyver#python}" --implementation cp --only-binary=:all: \
     "$wheels"/*.whl
 rm -rf "$site/bin"
+# Byte-compile them with the guest's own python (under qemu-user), as dpkg does for
+# Debian's modules: the guest then imports them without compiling on every boot.
+chroot "$root" "/usr/bin/$pyver" -m compileall -q "/usr/local/lib/$pyver/dist-packages" >/dev/null
 
 install -m 0755 "$here/init" "$root/usr/local/sbin/sfp-vm-init"
 echo sfp-arm64 > "$root/etc/hostname"
