@@ -1,0 +1,170 @@
+#!/bin/bash
+# e2e.sh -- the arm64 guest's half of tests/arm64/test_arm64_e2e.py.
+#
+# Runs inside the arm64 VM (scripts/arm64-vm.sh run -- bash tests/arm64/guest/e2e.sh)
+# or, unchanged, on a real arm64 Linux machine as root from the repository root with
+# SFP_VM_OUT=DIR (see docs/arm64.md).  Writes everything to $SFP_VM_OUT/e2e:
+#
+#   live.pb.gz, live.folded, live.log   sframe-prof -p PIDS -d 10: unwound in the guest
+#   run.sfcap, record.log               sframe-prof record -p PIDS -d 10 (same targets,
+#                                       overlapping window)
+#   guest-report.pb.gz, report.log      sframe-prof report run.sfcap, in the guest
+#   root/                               the targets' mapped files (for report --root)
+#   targets.json                        pid -> program
+#   guest.json                          kernel, CPU features, PAC mask, versions, timings
+#
+# Targets (each a pac-ret build with SFrame V3 from sid's cross toolchain, run from a
+# copy in /tmp):
+#   tests/targets/v3sid-aarch64-O2-pacret/prog     threads, signal handlers (raise and a
+#                                                  SIGPROF timer), qsort through the PLT
+#   tests/targets/v3sid-aarch64-O2-pacretleaf/prog the same with leaf functions signed too
+#   tests/arm64/targets/kio                        mostly in the kernel (read of /dev/zero)
+# They run at nice 19: the two BPF compiles (about a minute under TCG) and the two
+# profilers' consumers come first, the targets get the rest of the two CPUs.
+set -uo pipefail
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+OUT=${SFP_VM_OUT:?set SFP_VM_OUT to a writable directory}/e2e
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cd "$SRC"
+# In the VM scripts/arm64-vm.sh puts sframe-prof on PATH; on an arm64 machine the
+# checkout's .venv (scripts/setup.sh) has what it needs.
+PY=python3
+[ -x "$SRC/.venv/bin/python" ] && [ "$(uname -m)" = aarch64 ] && ! command -v sframe-prof \
+    >/dev/null && PY=$SRC/.venv/bin/python
+export PYTHONPATH=$SRC${PYTHONPATH:+:$PYTHONPATH}
+if ! command -v sframe-prof >/dev/null; then
+    sframe-prof() { "$PY" -m profiler "$@"; }
+fi
+T0=$(date +%s.%N)
+STEPS=()
+step() {
+    local t
+    t=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+    STEPS+=("\"$1\": $t")
+    echo "### [$t s] $1"
+}
+fail() { echo "e2e.sh: FAILED: $*" >&2; exit 1; }
+
+# Slow TCG interrupts make the kernel lower perf_event_max_sample_rate; do not throttle.
+echo 0 > /proc/sys/kernel/perf_cpu_time_max_percent 2>/dev/null
+
+step start
+# The programs and the capture live in /tmp: in the VM /src and /out are 9p shares,
+# where every read of a page is a round trip to the host.
+WORK=$(mktemp -d /tmp/sfp-e2e.XXXXXX)
+T=$SRC/tests/targets
+mkdir -p "$WORK/prog-pacret" "$WORK/prog-pacretleaf" "$WORK/kio"
+cp "$T/v3sid-aarch64-O2-pacret/prog" "$WORK/prog-pacret/"
+cp "$T/v3sid-aarch64-O2-pacretleaf/prog" "$WORK/prog-pacretleaf/"
+cp "$SRC/tests/arm64/targets/kio" "$WORK/kio/"
+nice -n 19 "$WORK/prog-pacret/prog" 0 1000 1 4000 &
+P1=$!
+nice -n 19 "$WORK/prog-pacretleaf/prog" 0 1000 1 &
+P2=$!
+nice -n 19 "$WORK/kio/kio" 0 3000 &
+P3=$!
+PIDS=$P1,$P2,$P3
+cleanup() { kill -9 $P1 $P2 $P3 2>/dev/null; wait $P1 $P2 $P3 2>/dev/null; }
+trap cleanup EXIT
+printf '{"%s": "prog-pacret", "%s": "prog-pacretleaf", "%s": "kio"}\n' $P1 $P2 $P3 \
+    > "$OUT/targets.json"
+
+sframe-prof -p "$PIDS" -d 10 -o "$OUT/live.pb.gz" --folded "$OUT/live.folded" \
+    > "$OUT/live.log" 2>&1 &
+L=$!
+sframe-prof record -p "$PIDS" -d 10 -o "$WORK/run.sfcap" > "$OUT/record.log" 2>&1 &
+R=$!
+step "profilers started (pids $PIDS)"
+
+# Wait until both sample (they print "sampling"): the targets stay at nice 19 all along,
+# so that neither profiler's consumer falls behind the 99 Hz samples of two CPUs.
+ready=0
+for _ in $(seq 1 1200); do
+    if grep -q '^sframe-prof: sampling' "$OUT/live.log" 2>/dev/null \
+        && grep -q '^sframe-prof: sampling' "$OUT/record.log" 2>/dev/null; then
+        ready=1
+        break
+    fi
+    kill -0 $L 2>/dev/null && kill -0 $R 2>/dev/null || break
+    sleep 0.25
+done
+step "both profilers sampling (ready=$ready)"
+
+wait $R
+rrc=$?
+step "recording done (status $rrc)"
+cat "$OUT/record.log"
+[ $rrc -eq 0 ] || fail "sframe-prof record exited with $rrc"
+kill -0 $P1 $P2 $P3 || fail "a target died during the run"
+mapfile -t MAPPED < <(for p in $P1 $P2 $P3; do awk '$6 ~ /^\// {print $6}' /proc/$p/maps; done \
+                      | sort -u)
+
+# The report in the guest runs while the live profiler symbolizes (two CPUs).
+sframe-prof report "$WORK/run.sfcap" -o "$OUT/guest-report.pb.gz" \
+    --folded "$OUT/guest-report.folded" > "$OUT/report.log" 2>&1 &
+G=$!
+
+wait $L
+lrc=$?
+step "live profile done (status $lrc)"
+cat "$OUT/live.log"
+[ $lrc -eq 0 ] || fail "sframe-prof -p exited with $lrc"
+cleanup
+
+# The files the targets mapped, and their detached debug files (by build ID), kept for
+# `report --root` on another machine.
+mkdir -p "$OUT/root"
+for f in "${MAPPED[@]}"; do
+    [ -f "$f" ] && cp --parents "$f" "$OUT/root/"
+done
+"$PY" - "$OUT/root" "${MAPPED[@]}" <<'EOF' || fail "copying the debug files failed"
+import os, shutil, sys
+from profiler.objfile import ObjectFile
+from profiler.symbolize import read_build_id
+root = sys.argv[1]
+for path in sys.argv[2:]:
+    try:
+        bid = read_build_id(ObjectFile.open(path))
+    except Exception:  # noqa: BLE001 - not an ELF file, unreadable: nothing to copy
+        continue
+    dbg = f"/usr/lib/debug/.build-id/{bid[:2]}/{bid[2:]}.debug"
+    if len(bid) > 2 and os.path.exists(dbg):
+        os.makedirs(os.path.dirname(root + dbg), exist_ok=True)
+        shutil.copyfile(dbg, root + dbg)
+        print(f"e2e.sh: kept {dbg} ({path})")
+EOF
+step "mapped files copied"
+
+wait $G
+prc=$?
+cat "$OUT/report.log"
+step "guest report done (status $prc)"
+[ $prc -eq 0 ] || fail "sframe-prof report exited with $prc"
+cp "$WORK/run.sfcap" "$OUT/run.sfcap"
+rm -rf "$WORK"
+step "writing guest.json"
+
+"$PY" - "$OUT/guest.json" "{$(IFS=,; echo "${STEPS[*]}")}" <<'EOF'
+import json, os, platform, subprocess, sys
+from profiler.capture.bcc_source import read_pac_mask
+
+def pkg(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True,
+                       text=True)
+    return r.stdout.strip() or None
+
+features = ""
+for line in open("/proc/cpuinfo"):
+    if line.startswith("Features"):
+        features = line.split(":", 1)[1].split()
+        break
+mask = read_pac_mask()
+json.dump({
+    "machine": platform.machine(), "kernel": os.uname().release,
+    "python": platform.python_version(), "python3-bpfcc": pkg("python3-bpfcc"),
+    "cpu_features": features, "pac_mask": None if mask is None else hex(mask),
+    "steps": json.loads(sys.argv[2]),
+}, open(sys.argv[1], "w"), indent=1)
+print(open(sys.argv[1]).read())
+EOF
