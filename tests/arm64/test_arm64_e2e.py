@@ -142,7 +142,8 @@ def test_kernel_mode_samples_keep_the_user_stack(run: GuestRun, tmp_path: Path,
     for s in ksamples:
         user = [f for f in s.frames if not f.is_kernel and not f.synthetic]
         kernel = [f for f in s.frames if f.is_kernel]
-        kernel_funcs.update({f.name for f in kernel})
+        for name in {f.name for f in kernel}:
+            kernel_funcs[name] += s.values[0]
         chains[" <- ".join(f.name for f in user)] += s.values[0]
     all_kernel = sum(s.values[0] for s in prof.samples if s.frames and s.frames[0].is_kernel)
     results["kernel_mode"] = {
