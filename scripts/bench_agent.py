@@ -144,7 +144,7 @@ def main() -> int:
         time.sleep(0.5)
     meters = [Meter("sframe-prof agent", agent.pid)]
     if perf is not None:
-        meters.append(Meter("perf record -a -F %d -g" % args.freq, perf.pid))
+        meters.append(Meter(f"perf record -a -F {args.freq} -g", perf.pid))
     for m in meters:
         m.read()
     end = time.monotonic() + args.duration

@@ -212,6 +212,13 @@ class Agent:
         self.pac_mask = getattr(self.sampler, "pac_mask", None)
         if cfg.trim_llvm:
             trim_llvm()
+        # What exists now (modules, bcc, kernel symbols soon) lives for the whole run:
+        # keep it out of the cyclic collector's scans, and collect young objects less
+        # often (the pipeline's garbage is mostly acyclic tuples and bytes, freed by
+        # reference counting anyway).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
         self.meter = ResourceMeter()
         scanner = TargetScanner(self.matcher, self.sampler.add_pid, remove=self._untarget) \
             if self.matcher.filtering else None

@@ -293,6 +293,7 @@ class BoundedResolver(Resolver):
         super().__init__(**kwargs)
         self._lru: Lru[ObjectFile, Any] = Lru(max_symbols, max_symbol_bytes, symbols_bytes)
         self._window_symbols: dict[ObjectFile, Any] = {}
+        self.too_big: set[str] = set()      # files whose symbol table exceeds the budget
         self._locations: dict[tuple[int, int, int, bool], Any] = {}
         self._kernel_locations: dict[int, Any] = {}
 
@@ -304,10 +305,18 @@ class BoundedResolver(Resolver):
             syms = self._window_symbols[obj] = self._lru[obj]
             return syms
         from profiler.symbolize import ElfSymbols
-        try:
-            syms: Any = ElfSymbols.load(obj, self.debug_dirs, self.root)
-        except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
+        syms: Any
+        if symbols_estimate(obj) > self._lru.max_bytes:
+            # e.g. a compiler's 150 MB shared library: its table alone would take more
+            # than the whole budget (and seconds to build).  Its frames keep module and
+            # offset, and the mapping its build ID, for symbolization later.
+            self.too_big.add(obj.name)
             syms = None
+        else:
+            try:
+                syms = ElfSymbols.load(obj, self.debug_dirs, self.root)
+            except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
+                syms = None
         self._lru[obj] = syms
         self._window_symbols[obj] = syms
         return syms
@@ -344,10 +353,29 @@ class BoundedResolver(Resolver):
         self._locations.clear()
 
 
+_SYMBOL_TABLES = {".symtab", ".dynsym"}
+
+
+def symbols_estimate(obj: ObjectFile) -> int:
+    """What an object's symbol table would cost in memory, from its section sizes
+    (24-byte ELF symbols, about 110 bytes each once loaded)."""
+    sections = getattr(obj, "_sections", [])
+    entries = sum(sec[4] for sec in sections if sec[0] in _SYMBOL_TABLES) // 24
+    return 16 + 110 * entries
+
+
 def symbols_bytes(syms: Any) -> int:
-    """A rough size of an ElfSymbols table: two 8-byte arrays and a name per entry."""
+    """The size of a loaded ElfSymbols table: its address arrays and its names (a str
+    object is 49 bytes plus its characters, and a list slot 8)."""
     names = getattr(syms, "_names", None)
-    return 16 + 110 * len(names) if isinstance(names, list) else 16
+    if not isinstance(names, list):
+        return 16
+    size = 57 * len(names) + sum(map(len, filter(None, names)))
+    for arr in ("_starts", "_sizes", "_segs"):
+        table = getattr(syms, arr, None)
+        if table is not None and hasattr(table, "__len__"):
+            size += 8 * len(table)
+    return size
 
 
 # -- identity ---------------------------------------------------------------------------
@@ -569,15 +597,11 @@ class ProcessBook:
 
 
 def scan_pids(proc: str = "/proc") -> list[int]:
-    out = []
     try:
         names = os.listdir(proc)
     except OSError:
-        return out
-    for name in names:
-        if name.isdigit():
-            out.append(int(name))
-    return out
+        return []
+    return [int(name) for name in names if name.isdigit()]
 
 
 class TargetScanner:

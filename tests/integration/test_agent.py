@@ -133,8 +133,8 @@ def test_delivery_outage_sigkill_and_sigterm(tmp_path: Path) -> None:
     spool, out = tmp_path / "spool", tmp_path / "out"
     args = ["--window", "2", "-F", "49", "--spool", str(spool), "--output-dir", str(out),
             "--pyroscope", recv.url, "--pyroscope-token", "t0k", "--tenant", "fleet-a",
-            "--otlp", recv.url, "--otlp-header", "Authorization=Bearer t0k", "--retry-min", "0.5", "--retry-max", "4",
-            "--flush-timeout", "5", "--label", "env=ci"]
+            "--otlp", recv.url, "--otlp-header", "Authorization=Bearer t0k",
+            "--retry-min", "0.5", "--retry-max", "4", "--flush-timeout", "5", "--label", "env=ci"]
     agent = AgentProc(tmp_path, *args)
     try:
         wait_for(lambda: agent.windows_closed() >= 3, 120, "three windows")

@@ -265,3 +265,11 @@ def test_evicted_objects_are_let_go_by_processes(tmp_path: Path) -> None:
     table.object_cache["a"] = a
     table.object_cache["b"] = b                   # evicts a
     assert "a" not in table.object_cache and 0x1000 not in space._resolved
+
+
+def test_symbol_tables_over_the_budget_are_not_built() -> None:
+    path = os.path.realpath(sys.executable)
+    obj = open_mapped(path, path)
+    r = BoundedResolver(max_symbol_bytes=1000)
+    assert r.symbols(obj) is None and obj.name in r.too_big
+    assert BoundedResolver().symbols(obj) is not None

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from profiler.agent.procs import ProcInfo
 from profiler.agent.receiver import Receiver, parse_pyroscope_name
 from profiler.agent.sinks import DirectorySink, OtlpSink, PyroscopeSink, pyroscope_name
 from profiler.agent.spool import Spool
 from profiler.agent.windows import Shipment, Window, build_shipments, group_key
-from profiler.agent.procs import ProcInfo
 from profiler.resolve import Resolver
 
 WINDOW_NS = 10_000_000_000

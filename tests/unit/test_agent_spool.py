@@ -45,7 +45,7 @@ def test_bounded_in_bytes_oldest_dropped_and_counted(tmp_path: Path) -> None:
     assert sp.dropped == 10 - len(sp)
     first = sp.peek()
     assert first is not None and first.name.startswith(f"{sp.dropped:014d}")
-    assert len([p for p in tmp_path.iterdir()]) == len(sp)
+    assert len(list(tmp_path.iterdir())) == len(sp)
 
 
 def test_damaged_item_is_removed(tmp_path: Path) -> None:
