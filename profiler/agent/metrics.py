@@ -62,7 +62,7 @@ class ResourceMeter:
     """The agent's CPU % (of one core) between calls, and its RSS."""
 
     def __init__(self) -> None:
-        import psutil
+        import psutil  # type: ignore[import-untyped, unused-ignore]
         self.proc = psutil.Process()
         self._last_cpu = self._cpu()
         self._last_t = time.monotonic()

@@ -43,7 +43,7 @@ sample's pprof labels become sample attributes (``thread.id``, ``thread.name``,
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -415,8 +415,8 @@ def _dictionary(data: bytes) -> dict[str, list[Any]]:
                                                "stack_table")}
     for f, _w, v in read_fields(data):
         if f == 1:
-            m = {"memory_start": 0, "memory_limit": 0, "file_offset": 0,
-                 "filename_strindex": 0, "attribute_indices": []}
+            m: dict[str, Any] = {"memory_start": 0, "memory_limit": 0, "file_offset": 0,
+                                 "filename_strindex": 0, "attribute_indices": []}
             for f2, w2, v2 in read_fields(v):
                 if f2 == 5:
                     m["attribute_indices"] += _packed(v2, w2)
@@ -473,7 +473,7 @@ def check_request(req: dict[str, Any]) -> list[str]:
     strings = d["string_table"]
     if not strings or strings[0] != "":
         problems.append('string_table[0] must be ""')
-    zero_checks = {
+    zero_checks: dict[str, Callable[[Any], bool]] = {
         "mapping_table": lambda m: not any(m[k] for k in m),
         "location_table": lambda loc: not loc["mapping_index"] and not loc["address"]
         and not loc["lines"],

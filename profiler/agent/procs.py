@@ -111,7 +111,7 @@ class MappedFile(mmap.mmap):
     mmap's own (C); seek() also returns the new position, as file objects do."""
 
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:  # type: ignore[override]
-        super().seek(pos, whence)
+        super().seek(pos, whence)  # type: ignore[arg-type]
         return self.tell()
 
     def readable(self) -> bool:
@@ -158,7 +158,7 @@ def object_bytes(obj: ObjectFile | None) -> int:
     stream = getattr(obj, "_stream", None)
     if isinstance(stream, MappedFile):
         sections = getattr(obj, "_sections", [])
-        return 4096 + sum(sec[4] for sec in sections if sec[0] in _TABLE_SECTIONS)
+        return 4096 + sum(int(sec[4]) for sec in sections if sec[0] in _TABLE_SECTIONS)
     getbuffer = getattr(stream, "getbuffer", None)
     if getbuffer is not None:
         try:
@@ -178,7 +178,7 @@ class BoundedProcessTable(ProcessTable):
                  max_objects: int = 256, max_object_bytes: int = 256 << 20) -> None:
         super().__init__(objects, proc)
         self._refresh_fails: dict[int, tuple[int, float]] = {}   # pid -> (fails, when)
-        self._by_identity = Lru(max_objects, max_object_bytes, object_bytes,  # type: ignore[assignment]
+        self._by_identity = Lru(max_objects, max_object_bytes, object_bytes,
                                 self._evicted)
 
     def _evicted(self, _key: Any, obj: ObjectFile | None) -> None:
@@ -272,7 +272,7 @@ class BoundedProcessTable(ProcessTable):
 
 def _same_inode(path: str, ident: Any) -> bool:
     try:
-        return os.stat(path).st_ino == ident.inode
+        return bool(os.stat(path).st_ino == ident.inode)
     except OSError:
         return False
 
@@ -302,8 +302,8 @@ class BoundedResolver(Resolver):
         if hit is not _MISS:
             return hit
         if obj in self._lru:
-            syms = self._window_symbols[obj] = self._lru[obj]
-            return syms
+            cached = self._window_symbols[obj] = self._lru[obj]
+            return cached
         from profiler.symbolize import ElfSymbols
         syms: Any
         if symbols_estimate(obj) > self._lru.max_bytes:
@@ -360,7 +360,7 @@ def symbols_estimate(obj: ObjectFile) -> int:
     """What an object's symbol table would cost in memory, from its section sizes
     (24-byte ELF symbols, about 110 bytes each once loaded)."""
     sections = getattr(obj, "_sections", [])
-    entries = sum(sec[4] for sec in sections if sec[0] in _SYMBOL_TABLES) // 24
+    entries = sum(int(sec[4]) for sec in sections if sec[0] in _SYMBOL_TABLES) // 24
     return 16 + 110 * entries
 
 
