@@ -56,6 +56,15 @@ GRACE_NS = 300_000_000          # wait this long after a window's end for its la
 POLL_MS = 100
 
 
+def limit_arenas() -> None:
+    """At most two malloc arenas: glibc gives each thread (the senders) its own, and
+    memory freed in one is not reused by another, which shows up as RSS growth."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)      # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def run(argv: list[str]) -> int:
     cfg, args = build(argv)
     if args.status:
@@ -202,6 +211,7 @@ class Agent:
 
     def run(self) -> int:
         cfg = self.cfg
+        limit_arenas()                  # before the sender threads start
         self._make_sinks()
         try:
             self.sampler = self._make_sampler()

@@ -249,7 +249,7 @@ class BoundedProcessTable(ProcessTable):
                     if isinstance(table, dict):
                         table.clear()
 
-    def trim(self, max_memo: int = 20000) -> None:
+    def trim(self, max_memo: int = 4096) -> None:
         """Per-window housekeeping: bound the per-object and per-space memo tables."""
         if len(self.open_errors) > 1000:
             self.open_errors.clear()
