@@ -6,8 +6,8 @@
 # SFP_VM_OUT=DIR (see docs/arm64.md).  Writes everything to $SFP_VM_OUT/e2e:
 #
 #   live.pb.gz, live.folded, live.log   sframe-prof -p PIDS -d 10: unwound in the guest
-#   run.sfcap, record.log               sframe-prof record -p PIDS -d 10 (same targets,
-#                                       overlapping window)
+#   run.sfcap, record.log               sframe-prof record -p PIDS, stopped (SIGINT) when
+#                                       the live profile's 10 s end: the same run
 #   guest-report.pb.gz, report.log      sframe-prof report run.sfcap, in the guest
 #   root/                               the targets' mapped files (for report --root)
 #   targets.json                        pid -> program
@@ -19,22 +19,26 @@
 #                                                  SIGPROF timer), qsort through the PLT
 #   tests/targets/v3sid-aarch64-O2-pacretleaf/prog the same with leaf functions signed too
 #   tests/arm64/targets/kio                        mostly in the kernel (read of /dev/zero)
-# They run at nice 19: the two BPF compiles (about a minute under TCG) and the two
-# profilers' consumers come first, the targets get the rest of the two CPUs.
+# They are stopped (SIGSTOP) while the two BPF programs compile (one to two minutes
+# under TCG), run at nice 19 during the 10 s window (the profilers' consumers come
+# first, the programs get the rest of the two CPUs) and are stopped again after it.
 set -uo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 OUT=${SFP_VM_OUT:?set SFP_VM_OUT to a writable directory}/e2e
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cd "$SRC"
+WORK=$(mktemp -d /tmp/sfp-e2e.XXXXXX)
 # In the VM scripts/arm64-vm.sh puts sframe-prof on PATH; on an arm64 machine the
 # checkout's .venv (scripts/setup.sh) has what it needs.
-PY=python3
-[ -x "$SRC/.venv/bin/python" ] && [ "$(uname -m)" = aarch64 ] && ! command -v sframe-prof \
-    >/dev/null && PY=$SRC/.venv/bin/python
 export PYTHONPATH=$SRC${PYTHONPATH:+:$PYTHONPATH}
+PY=python3
 if ! command -v sframe-prof >/dev/null; then
-    sframe-prof() { "$PY" -m profiler "$@"; }
+    [ -x "$SRC/.venv/bin/python" ] && PY=$SRC/.venv/bin/python
+    mkdir -p "$WORK/bin"
+    printf '#!/bin/sh\nexec %s -m profiler "$@"\n' "$PY" > "$WORK/bin/sframe-prof"
+    chmod +x "$WORK/bin/sframe-prof"
+    export PATH=$WORK/bin:$PATH
 fi
 T0=$(date +%s.%N)
 STEPS=()
@@ -52,7 +56,6 @@ echo 0 > /proc/sys/kernel/perf_cpu_time_max_percent 2>/dev/null
 step start
 # The programs and the capture live in /tmp: in the VM /src and /out are 9p shares,
 # where every read of a page is a round trip to the host.
-WORK=$(mktemp -d /tmp/sfp-e2e.XXXXXX)
 T=$SRC/tests/targets
 mkdir -p "$WORK/prog-pacret" "$WORK/prog-pacretleaf" "$WORK/kio"
 cp "$T/v3sid-aarch64-O2-pacret/prog" "$WORK/prog-pacret/"
@@ -67,29 +70,44 @@ P3=$!
 PIDS=$P1,$P2,$P3
 cleanup() { kill -9 $P1 $P2 $P3 2>/dev/null; wait $P1 $P2 $P3 2>/dev/null; }
 trap cleanup EXIT
+sleep 1
+kill -STOP $P1 $P2 $P3      # held while the two BPF programs compile
 printf '{"%s": "prog-pacret", "%s": "prog-pacretleaf", "%s": "kio"}\n' $P1 $P2 $P3 \
     > "$OUT/targets.json"
 
 sframe-prof -p "$PIDS" -d 10 -o "$OUT/live.pb.gz" --folded "$OUT/live.folded" \
     > "$OUT/live.log" 2>&1 &
 L=$!
-sframe-prof record -p "$PIDS" -d 10 -o "$WORK/run.sfcap" > "$OUT/record.log" 2>&1 &
+# The recorder samples until the live profile's 10 s are over (SIGINT: it writes what it
+# has and exits 0), so that both see the same run of the programs.
+sframe-prof record -p "$PIDS" -o "$WORK/run.sfcap" > "$OUT/record.log" 2>&1 &
 R=$!
 step "profilers started (pids $PIDS)"
 
-# Wait until both sample (they print "sampling"): the targets stay at nice 19 all along,
-# so that neither profiler's consumer falls behind the 99 Hz samples of two CPUs.
-ready=0
-for _ in $(seq 1 1200); do
-    if grep -q '^sframe-prof: sampling' "$OUT/live.log" 2>/dev/null \
-        && grep -q '^sframe-prof: sampling' "$OUT/record.log" 2>/dev/null; then
-        ready=1
-        break
-    fi
+sampling() { grep -q '^sframe-prof: sampling' "$1" 2>/dev/null; }
+live_at="" rec_at=""
+for _ in $(seq 1 3000); do
+    [ -z "$live_at" ] && sampling "$OUT/live.log" && live_at=$(date +%s.%N) && step "live profiler sampling"
+    [ -z "$rec_at" ] && sampling "$OUT/record.log" && rec_at=$(date +%s.%N) && step "recorder sampling"
+    [ -n "$live_at" ] && [ -n "$rec_at" ] && break
     kill -0 $L 2>/dev/null && kill -0 $R 2>/dev/null || break
-    sleep 0.25
+    sleep 0.1
 done
-step "both profilers sampling (ready=$ready)"
+[ -n "$live_at" ] && [ -n "$rec_at" ] || fail "a profiler did not start: $(cat "$OUT/live.log" "$OUT/record.log")"
+# Both sample: let the programs run (at nice 19 still, so that the profilers' consumers
+# keep up with the samples of both CPUs) until the live profile's -d 10 ends.
+cpu() { local p; for p in "$@"; do awk '{printf "%d ", $14 + $15}' /proc/$p/stat 2>/dev/null || printf '- '; done; }
+CPU0=$(cpu $L $R $P1 $P2 $P3)
+kill -CONT $P1 $P2 $P3
+step "programs running"
+sleep "$(awk -v a="$live_at" -v b="$(date +%s.%N)" 'BEGIN{d = a + 10.2 - b; print (d > 0 ? d : 0)}')"
+kill -STOP $P1 $P2 $P3
+kill -INT $R
+CPU1=$(cpu $L $R $P1 $P2 $P3)
+step "programs stopped, recorder stopped"
+# CPU time (1/100 s) each used in the window: live profiler, recorder, the programs
+echo "$CPU0 $CPU1" | awk '{n = NF / 2; s = ""; for (i = 1; i <= n; i++) s = s " " ($(i + n) - $i)
+    print "e2e.sh: cpu ticks in the window (live, recorder, prog-pacret, prog-pacretleaf, kio):" s}'
 
 wait $R
 rrc=$?
