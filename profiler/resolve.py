@@ -30,7 +30,7 @@ class Resolver:
                  perf_maps: bool = True) -> None:
         self.debug_dirs = tuple(debug_dirs)
         self.root = root
-        self._symbols: dict[int, ElfSymbols | None] = {}
+        self._symbols: dict[ObjectFile, ElfSymbols | None] = {}
         self._kernel: KernelSymbols | None = None
         self._kallsyms = kallsyms
         self._perf_maps: dict[int, PerfMap | None] = {}
@@ -41,7 +41,7 @@ class Resolver:
     # -- symbol sources ---------------------------------------------------------
 
     def symbols(self, obj: ObjectFile) -> ElfSymbols | None:
-        key = id(obj)
+        key = obj   # the object itself: an id() could be reused by a later object
         if key not in self._symbols:
             from profiler.symbolize import ElfSymbols
             try:
