@@ -171,4 +171,16 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 #endif
     return 0;
 }
+
+/* A followed process that exits leaves the target set, so a long run with many
+ * short-lived children never fills it. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if ((u32)id != tgid)
+        return 0;                       /* a thread, not the whole process */
+    targets.delete(&tgid);
+    return 0;
+}
 #endif
