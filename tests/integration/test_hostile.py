@@ -124,7 +124,9 @@ def test_mapped_file_replaced_on_disk(hostile: Path, tmp_path: Path) -> None:
     work.mkdir()
     prof = run_profiler(tmp_path, str(hostile), "replace", "4", str(LIB), str(work))
     funcs = collections.Counter(f.name for s in prof.samples for f in s.frames)
-    assert funcs["shl_apply"] > 0 and funcs["shl_leaf"] > 0, funcs.most_common(10)
+    # the library's frames (the callback into the program runs under shl_mix) are
+    # named from the mapped original, not from the garbage now at its path
+    assert funcs["shl_apply"] > 0 and funcs["shl_mix"] > 0, funcs.most_common(10)
     st = stats(prof)
     assert st["reliable"] >= 0.8 * st["samples"], st  # type: ignore[operator]
     reliable_chains_are_sane(prof)
