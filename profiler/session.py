@@ -232,6 +232,8 @@ class LiveSession:
             if self.child is not None:
                 self.child.stop()
             raise
+        if opts.pac_mask is None:
+            opts.pac_mask = sampler.pac_mask   # arm64: the kernel's NT_ARM_PAC_MASK
         for warning in sampler.warnings:
             print(f"sframe-prof: warning: {warning}", file=sys.stderr)
         for pid in opts.pids:
