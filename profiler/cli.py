@@ -68,7 +68,7 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _pid_list(text: str) -> list[int]:
+def pid_list(text: str) -> list[int]:
     try:
         pids = [int(x) for x in text.split(",") if x]
     except ValueError:
@@ -96,7 +96,7 @@ def _output_options(p: argparse.ArgumentParser, default_output: str | None) -> N
 
 def _capture_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to sample")
-    g.add_argument("-p", "--pid", type=_pid_list, default=[], metavar="PID[,PID...]",
+    g.add_argument("-p", "--pid", type=pid_list, default=[], metavar="PID[,PID...]",
                    help="sample these processes (all their threads)")
     g.add_argument("-a", "--all-cpus", action="store_true", dest="system_wide",
                    help="sample every process on the system")

@@ -48,6 +48,19 @@ def parse_maps(text: str) -> list[tuple[Mapping, FileIdentity | None]]:
     return out
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (also one we may not signal)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ProcessGone(Exception):
     """The process exited before we could read its maps."""
 

@@ -19,7 +19,7 @@ from profiler.aggregate import Aggregator
 from profiler.errors import SframeProfError
 from profiler.model import ProfileData, RawSample
 from profiler.objfile import ObjectCache
-from profiler.process import Process, ProcessTable
+from profiler.process import Process, ProcessTable, pid_alive
 from profiler.resolve import Resolver
 from profiler.unwind import AddressSpace, Unwinder
 
@@ -204,7 +204,7 @@ class LiveSession:
             return True
         if self.child is not None:
             return self.child.poll() is None
-        return any(_pid_alive(p) for p in self.opts.pids)
+        return any(pid_alive(p) for p in self.opts.pids)
 
     # -- the run ----------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class LiveSession:
                                   "run with sudo")
         check_outputs(opts)
         for pid in opts.pids:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 raise SframeProfError(f"no process with pid {pid}")
         release = None
         pids = list(opts.pids)
@@ -408,15 +408,6 @@ class LiveSession:
                     out[m.path] = None if obj is None else obj.sframe is not None
         return out
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Child:

@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from profiler.cli import pid_list
 from profiler.errors import SframeProfError
 
 GROUP_BY = ("pid", "service", "container")
@@ -177,16 +178,6 @@ def _size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _pids_arg(text: str) -> list[int]:
-    try:
-        pids = [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a PID list: {text!r}") from None
-    if not pids or any(p <= 0 for p in pids):
-        raise argparse.ArgumentTypeError(f"not a PID list: {text!r}")
-    return pids
-
-
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -214,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to sample")
     g.add_argument("-F", "--freq", type=_positive(int), metavar="HZ",
                    help="samples per second per CPU (default 19)")
-    g.add_argument("-p", "--pid", dest="pids", type=_pids_arg, action="extend",
+    g.add_argument("-p", "--pid", dest="pids", type=pid_list, action="extend",
                    metavar="PID[,PID...]", help="only these processes (and their children)")
     g.add_argument("--exe", action="append", metavar="NAME",
                    help="only processes running this executable (basename or full path); "

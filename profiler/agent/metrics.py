@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from profiler.process import pid_alive
+
 STATUS_FILE = "status.json"
 
 
@@ -122,7 +124,7 @@ def read_status(directory: str) -> dict[str, Any] | None:
 
 
 def format_status(doc: dict[str, Any]) -> str:
-    alive = _alive(int(doc.get("pid", 0)))
+    alive = pid_alive(int(doc.get("pid", 0)))
     t = doc.get("totals", {})
     w = doc.get("last_window", {})
     lines = [
@@ -146,14 +148,3 @@ def format_status(doc: dict[str, Any]) -> str:
                          f"{st.get('deleted', 0)}, errors {st.get('errors', 0)}")
     return "\n".join(lines)
 
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
