@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import live_checks
 import pytest
 
 from profiler.emit.pprof_read import read_pprof
@@ -24,12 +25,7 @@ pytestmark = pytest.mark.bpf
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = REPO / "tests" / "targets"
-# Functions of tests/targets/src/prog.c a sample can be in or called from.
-PROG_FUNCS = {
-    "leaf", "nest1", "nest2", "nest3", "deep", "hook_target", "call_hook", "by_value",
-    "sort_some", "big_frame", "vla_frame", "usr1_handler", "tick_handler", "tick_work",
-    "one_round", "worker", "main", "drap_frame",
-}
+# Where a complete user chain starts on x86_64: the main thread and new threads.
 ENTRY_ROOTS = ("_start", "clone3", "__clone3", "clone", "__clone")
 
 
@@ -53,67 +49,10 @@ def profile(tmp_path: Path, prog: Path, *args: str, seconds: float = 4.0,
     return out, run
 
 
-def go_traces(path: Path, tmp_path: Path) -> list[tuple[dict[str, str], float, list[str]]]:
-    """(labels, value in ms, functions leaf first) per trace, from `go tool pprof -traces`."""
-    env = dict(os.environ, HOME=str(tmp_path), GOCACHE=str(tmp_path / "gocache"),
-               GOFLAGS="-mod=mod", GOTOOLCHAIN="local")
-    run = subprocess.run(["go", "tool", "pprof", "-traces", str(path)], capture_output=True,
-                         text=True, env=env, timeout=120)
-    assert run.returncode == 0, run.stderr
-    traces = []
-    for block in run.stdout.split("-----------+-------------------------------------------------------")[1:]:
-        labels: dict[str, str] = {}
-        value = 0.0
-        funcs: list[str] = []
-        for line in block.splitlines():
-            if not line.strip():
-                continue
-            m = re.match(r"^\s*(\w+):\s+(.*)$", line)
-            if m and not funcs and not re.match(r"^\s*[\d.]+(ms|s|us)\s", line):
-                labels[m.group(1)] = m.group(2).strip()
-                continue
-            m = re.match(r"^\s*([\d.]+)(ms|s|us)\s+(.*)$", line)
-            if m:
-                scale = {"ms": 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
-                value = float(m.group(1)) * scale
-                funcs.append(m.group(3).strip())
-            else:
-                funcs.append(line.strip())
-        if funcs:
-            traces.append((labels, value, funcs))
-    return traces
-
-
-def on_known_path(funcs_leaf_first: list[str]) -> bool:
-    """A user chain of prog: only its functions and libc's, rooted at a real entry."""
-    user = [f for f in funcs_leaf_first if not f.startswith("[")]
-    if not user:
-        return False
-    root = user[-1]
-    if root not in ENTRY_ROOTS:
-        return False
-    return any(f in PROG_FUNCS for f in user)
-
-
 def check_profile(path: Path, tmp_path: Path, min_samples: int) -> dict[str, float]:
-    traces = go_traces(path, tmp_path)
-    total = sum(v for _, v, _ in traces)
-    reliable = sum(v for lab, v, _ in traces if lab.get("unwind") == "reliable")
-    good = sum(v for lab, v, f in traces
-               if lab.get("unwind") == "reliable" and on_known_path(
-                   [x for x in f if not x.endswith("[k]")]))
-    prof = read_pprof(str(path))
-    own_total = sum(s.values[0] for s in prof.samples)
-    own_reliable = sum(s.values[0] for s in prof.samples if s.labels.get("unwind") == "reliable")
-    assert own_total >= min_samples, f"only {own_total} samples"
-    # the two readers agree on the totals (go shows cpu time: samples * period)
-    period_ms = prof.period / 1e6
-    assert abs(total - own_total * period_ms) < 0.01 * total + 1
-    assert abs(reliable - own_reliable * period_ms) < 0.01 * total + 1
-    stats = {"samples": own_total, "reliable": reliable / total, "on_path": good / total}
-    assert stats["reliable"] >= 0.95, stats
-    assert stats["on_path"] >= 0.95, stats
-    return stats
+    """>= min_samples, >= 95% reliable and >= 95% on prog's known paths, read back by
+    `go tool pprof -traces` and by our reader (tests/integration/live_checks.py)."""
+    return live_checks.check_profile(path, tmp_path, min_samples, roots=ENTRY_ROOTS)
 
 
 def test_host_toolchain_program(tmp_path: Path) -> None:
