@@ -196,13 +196,17 @@ class ProcessTable:
             if path != map_file and (ident is None or not _same_inode(path, ident)):
                 continue  # not provably the file the process mapped: never follow it
             try:
-                obj = ObjectFile.open(path, m.path)
+                obj = self.open_file(path, m.path)
                 break
             except ObjectError as exc:
                 self.open_errors[m.path] = str(exc)
         if ident is not None:
             self._by_identity[ident] = obj
         return obj
+
+    def open_file(self, path: str, name: str) -> ObjectFile:
+        """Open one candidate file; a subclass may map it instead of reading it."""
+        return ObjectFile.open(path, name)
 
     def identity_of(self, pid: int, m: Mapping) -> FileIdentity | None:
         p = self.procs.get(pid)

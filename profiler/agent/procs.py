@@ -29,7 +29,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from profiler.model import Mapping
 from profiler.objfile import ObjectCache, ObjectError, ObjectFile
 from profiler.process import Process, ProcessTable
 from profiler.resolve import Resolver
@@ -218,26 +217,9 @@ class BoundedProcessTable(ProcessTable):
         if isinstance(parents, dict):
             parents.pop(pid, None)
 
-    def open_mapping(self, pid: int, m: Mapping) -> ObjectFile | None:
-        """ProcessTable.open_mapping, with the file mapped instead of read (open_mapped)."""
-        p = self.procs.get(pid)
-        ident = p.identities.get(m.start) if p else None
-        if ident is not None and ident in self._by_identity:
-            return self._by_identity[ident]
-        obj = None
-        candidates = [f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}",
-                      f"{self.proc}/{pid}/root{m.path}", m.path]
-        for i, path in enumerate(candidates):
-            if i and ident is not None and not _same_inode(path, ident):
-                continue  # not the file the process mapped (another root, replaced)
-            try:
-                obj = open_mapped(path, m.path)
-                break
-            except ObjectError as exc:
-                self.open_errors[m.path] = str(exc)
-        if ident is not None:
-            self._by_identity[ident] = obj
-        return obj
+    def open_file(self, path: str, name: str) -> ObjectFile:
+        """Candidates are mapped, not read whole (open_mapped)."""
+        return open_mapped(path, name)
 
     def drop_objects(self) -> None:
         """Forget every ELF object (memory pressure): they are opened again on demand."""
