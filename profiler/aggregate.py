@@ -1,6 +1,11 @@
 """Aggregate: count identical unwound stacks, keep per-binary unwind statistics.
 
 Only unique stacks are symbolized later (profiler/resolve.py), once each.
+
+A profile has many samples and few distinct chains, and the unwinder's memo
+(profiler.session.UnwindMemo) hands back the very same UnwoundStack object for a
+repeated chain; what a sample adds to the statistics is derived once per such object
+and the per-binary tallies are folded in when they are read.
 """
 
 from __future__ import annotations
@@ -45,6 +50,21 @@ class BinaryStats:
     has_sframe: bool | None = None
 
 
+class _Derived:
+    """What one UnwoundStack contributes, computed once per stack object."""
+
+    __slots__ = ("stack", "user", "objects", "count")
+
+    def __init__(self, stack: UnwoundStack) -> None:
+        self.stack = stack           # keeps id(stack) from being reused while cached
+        self.user = tuple((f.pc, f.exact) for f in stack.frames)
+        self.objects = tuple(f.object for f in stack.frames)
+        self.count = 0               # samples not yet folded into the binary stats
+
+
+_MAX_DERIVED = 1 << 16
+
+
 class Aggregator:
     def __init__(self) -> None:
         self.entries: dict[tuple[object, ...], Entry] = {}
@@ -52,7 +72,8 @@ class Aggregator:
         self.reliable = 0
         self.kernel_only = 0
         self.reasons: collections.Counter[str] = collections.Counter()
-        self.binaries: dict[str, BinaryStats] = collections.defaultdict(BinaryStats)
+        self._binaries: dict[str, BinaryStats] = collections.defaultdict(BinaryStats)
+        self._derived: dict[int, _Derived] = {}
         self.first_ns: int | None = None
         self.last_ns: int = 0
 
@@ -62,32 +83,56 @@ class Aggregator:
         self.samples += 1
         if self.first_ns is None:
             self.first_ns = time_ns
-        self.last_ns = max(self.last_ns, time_ns)
+        if time_ns > self.last_ns:
+            self.last_ns = time_ns
         if stack is None:
             self.kernel_only += 1
-            key = StackKey(pid, tid, comm, kernel, (), True, "")
+            t: tuple[object, ...] = (pid, tid, comm, kernel, (), True, "")
             objects: tuple[str, ...] = ()
         else:
-            user = tuple((f.pc, f.exact) for f in stack.frames)
-            key = StackKey(pid, tid, comm, kernel, user, stack.reliable, stack.reason)
-            objects = tuple(f.object for f in stack.frames)
-            if stack.reliable:
+            d = self._derived.get(id(stack))
+            if d is None or d.stack is not stack:
+                if len(self._derived) >= _MAX_DERIVED:
+                    self._fold()
+                    self._derived.clear()
+                d = _Derived(stack)
+                self._derived[id(stack)] = d
+            d.count += 1
+            reliable = stack.reliable
+            if reliable:
                 self.reliable += 1
             else:
                 self.reasons[stack.reason] += 1
-            if stack.frames:
-                b = self.binaries[stack.frames[0].object or "[unknown]"]
-                b.samples += 1
-                b.reliable += stack.reliable
-            for f in stack.frames:
-                if f.method:
-                    self.binaries[f.object or "[unknown]"].methods[f.method] += 1
-        t = key.as_tuple()
+            t = (pid, tid, comm, kernel, d.user, reliable, stack.reason)
+            objects = d.objects
         e = self.entries.get(t)
         if e is None:
-            e = Entry(key, space, objects)
+            e = Entry(StackKey(*t), space, objects)  # type: ignore[arg-type]
             self.entries[t] = e
         e.count += 1
+
+    def _fold(self) -> None:
+        """Move the pending per-stack counts into the per-binary statistics."""
+        for d in self._derived.values():
+            n = d.count
+            if not n:
+                continue
+            d.count = 0
+            frames = d.stack.frames
+            if frames:
+                b = self._binaries[frames[0].object or "[unknown]"]
+                b.samples += n
+                if d.stack.reliable:
+                    b.reliable += n
+            for f in frames:
+                if f.method:
+                    self._binaries[f.object or "[unknown]"].methods[f.method] += n
+
+    @property
+    def binaries(self) -> dict[str, BinaryStats]:
+        """Per binary (of the innermost user frame): samples, reliable, unwind methods."""
+        self._fold()
+        return self._binaries
 
     @property
     def user_samples(self) -> int:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import struct
 import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -21,6 +23,7 @@ from profiler.model import ProfileData, RawSample
 from profiler.objfile import ObjectCache
 from profiler.process import Process, ProcessTable, pid_alive
 from profiler.resolve import Resolver
+from profiler import unwind as _unwind_mod
 from profiler.unwind import AddressSpace, Unwinder
 
 if TYPE_CHECKING:
@@ -54,11 +57,118 @@ def machine_arch() -> str:
     return "aarch64" if m in ("aarch64", "arm64") else "x86_64"
 
 
+class _ReadLog:
+    """Stands in for the unwinder's 8-byte stack reader and notes every offset read."""
+
+    __slots__ = ("real", "stack", "offsets")
+
+    def __init__(self, real: struct.Struct, stack: bytes) -> None:
+        self.real = real
+        self.stack = stack
+        self.offsets: list[int] = []
+
+    def unpack_from(self, buf: bytes, offset: int = 0) -> tuple[int]:
+        if buf is self.stack:
+            self.offsets.append(offset)
+        return self.real.unpack_from(buf, offset)  # type: ignore[return-value]
+
+
+_MEMO_KEYS = 4096       # register sets remembered per address space
+_MEMO_PER_KEY = 8       # distinct chains remembered per register set
+
+
+class UnwindMemo:
+    """Unwind once per distinct input: same address space, same registers, same stack
+    length and the same values in every stack word the unwind read give the same
+    chain (the unwinder is a pure function of those; its step classification is
+    cached per address space anyway).
+
+    A profile of a busy program is a few hundred distinct chains repeated thousands of
+    times, but no two stack copies are equal byte for byte (locals, loop counters).
+    So a new register set is unwound with the unwinder's stack reader swapped for
+    one that notes the offsets it reads; the entry keeps those offsets as one
+    precompiled struct and the words found there.  A later sample with the same
+    registers reuses the chain when one unpack_from of its stack gives the same
+    words -- an exact check, not a heuristic.  If the unwinder stops reading the
+    stack through that reader (a refactor), the memo turns itself off.
+    """
+
+    def __init__(self, unwinder: Unwinder) -> None:
+        self.unwinder = unwinder
+        self.enabled = hasattr(_unwind_mod, "_U64")
+        self.hits = 0
+        self.misses = 0
+        self._memos: weakref.WeakKeyDictionary[AddressSpace, dict[tuple[object, ...], list[
+            tuple[struct.Struct, tuple[int, ...], Any]]]] = weakref.WeakKeyDictionary()
+        self._last_space: AddressSpace | None = None
+        self._last_memo: dict[tuple[object, ...], list[Any]] = {}
+
+    def unwind(self, sample: RawSample, space: AddressSpace) -> Any:
+        if not self.enabled:
+            return self.unwinder.unwind(sample, space)
+        if space is self._last_space:
+            memo = self._last_memo
+        else:
+            memo = self._memos.get(space)  # type: ignore[assignment]
+            if memo is None:
+                memo = {}
+                self._memos[space] = memo  # type: ignore[assignment]
+            self._last_space, self._last_memo = space, memo
+        stack = sample.stack
+        key = (sample.stack_base, len(stack), sample.pac_mask, sample.arch,
+               *sample.regs.items())
+        entries = memo.get(key)
+        if entries is not None:
+            for check, words, result in entries:
+                if check.unpack_from(stack) == words:
+                    self.hits += 1
+                    return result
+        self.misses += 1
+        result, check = self._unwind_noting_reads(sample, space)
+        if check is not None:
+            if entries is None:
+                if len(memo) >= _MEMO_KEYS:
+                    memo.clear()
+                entries = memo[key] = []
+            if len(entries) < _MEMO_PER_KEY:
+                entries.append((check, check.unpack_from(stack), result))
+        return result
+
+    def _unwind_noting_reads(self, sample: RawSample, space: AddressSpace
+                             ) -> tuple[Any, struct.Struct | None]:
+        real = _unwind_mod._U64
+        log = _ReadLog(real, sample.stack)
+        _unwind_mod._U64 = log  # type: ignore[assignment]
+        try:
+            result = self.unwinder.unwind(sample, space)
+        finally:
+            _unwind_mod._U64 = real
+        return result, self._check_for(result, log.offsets)
+
+    def _check_for(self, result: Any, offsets_read: list[int]) -> struct.Struct | None:
+        """One struct reading every stack word the unwind read, or None if impossible."""
+        offsets = sorted(set(offsets_read))
+        if not offsets and len(result.frames) > 1:
+            self.enabled = False   # a chain without stack reads: the reader was bypassed
+            return None
+        fmt = ["<"]
+        pos = 0
+        for off in offsets:
+            if off < pos:       # overlapping reads: not expressible as one struct
+                return None
+            if off > pos:
+                fmt.append(f"{off - pos}x")
+            fmt.append("Q")
+            pos = off + 8
+        return struct.Struct("".join(fmt))
+
+
 class Pipeline:
     """Unwind and aggregate raw samples; at the end, symbolize and write outputs."""
 
     def __init__(self, unwinder: Unwinder, resolver: Resolver) -> None:
         self.unwinder = unwinder
+        self.memo = UnwindMemo(unwinder)
         self.resolver = resolver
         self.agg = Aggregator()
         self.refreshes = 0
@@ -71,7 +181,7 @@ class Pipeline:
         tried (`later`), and the sample is unwound again."""
         stack = None
         if has_user and space is not None:
-            stack = self.unwinder.unwind(sample, space)
+            stack = self.memo.unwind(sample, space)
             if not stack.reliable and stack.reason in REFRESH_REASONS:
                 newer = None
                 if proc is not None and table is not None and table.refresh(proc):
@@ -81,7 +191,7 @@ class Pipeline:
                 if newer is not None and newer is not space:
                     self.refreshes += 1
                     space = newer
-                    stack = self.unwinder.unwind(sample, space)
+                    stack = self.memo.unwind(sample, space)
         elif has_user:
             stack = self.unwinder.unwind(sample, AddressSpace((), (), self.unwinder.objects))
         self.agg.add(pid=sample.pid, tid=sample.tid, comm=sample.comm, time_ns=sample.time_ns,
