@@ -29,9 +29,12 @@ def report(args: argparse.Namespace) -> int:
     h = cap.header
     same_kernel = h.hostname == socket.gethostname() and h.kernel_release == os.uname().release
     objects = ObjectCache(args.root)
+    # Kernel names: those the recorder stored (format 2), else this kernel's kallsyms
+    # if the capture was made on it.
     resolver = Resolver(debug_dirs=[*args.debug_dir, "/usr/lib/debug"], root=args.root,
                         kallsyms="/proc/kallsyms" if same_kernel else None,
-                        perf_maps=args.root is None and same_kernel)
+                        perf_maps=args.root is None and same_kernel,
+                        kernel_names=cap.kernel_symbols)
     pipeline = Pipeline(Unwinder(objects), resolver)
     spaces: dict[tuple[int, int], AddressSpace] = {}
     names: dict[int, str] = {}

@@ -27,12 +27,16 @@ UNKNOWN_MAPPING_PATH = "[unknown]"
 class Resolver:
     def __init__(self, *, debug_dirs: Sequence[str] = ("/usr/lib/debug",),
                  root: str | None = None, kallsyms: str | None = "/proc/kallsyms",
-                 perf_maps: bool = True) -> None:
+                 perf_maps: bool = True,
+                 kernel_names: dict[int, tuple[str, int]] | None = None) -> None:
+        """`kernel_names` ({pc: (symbol, offset)}, from a capture) names kernel pcs
+        instead of `kallsyms`, which is then never read."""
         self.debug_dirs = tuple(debug_dirs)
         self.root = root
         self._symbols: dict[ObjectFile, ElfSymbols | None] = {}
         self._kernel: KernelSymbols | None = None
-        self._kallsyms = kallsyms
+        self._kallsyms = kallsyms if kernel_names is None else None
+        self._kernel_names = kernel_names
         self._perf_maps: dict[int, PerfMap | None] = {}
         self.use_perf_maps = perf_maps
         self._mapping_info: dict[tuple[int, int, str], MappingInfo] = {}
@@ -105,8 +109,11 @@ class Resolver:
         return Location(pc, cached, name)
 
     def kernel_location(self, addr: int) -> Location:
-        ks = self.kernel()
-        hit = ks.lookup(addr) if ks is not None else None
+        if self._kernel_names is not None:
+            hit = self._kernel_names.get(addr)
+        else:
+            ks = self.kernel()
+            hit = ks.lookup(addr) if ks is not None else None
         return Location(addr, KERNEL_MAPPING, hit[0] if hit else "", is_kernel=True)
 
     def stack_sample(self, e: Entry, period_ns: int) -> StackSample:

@@ -282,6 +282,7 @@ class LiveSession:
         self.stop = False
         self.writer: Any = None
         self.recorded_maps: dict[int, int] = {}
+        self.kernel_pcs: set[int] = set()     # record mode: named at the end
         self.received = 0
         self.internal_errors = 0
 
@@ -376,6 +377,7 @@ class LiveSession:
                     # No unwinding while recording, so no miss tells us that a library
                     # was loaded: re-read the maps now and then (ld.so at start, dlopen).
                     last_maps = now
+                    self.writer.flush()   # a killed recorder loses at most this long
                     for proc in list(self.table.procs.values()):
                         if not proc.exited and self.table.refresh(proc):
                             self._record_maps(proc)
@@ -403,6 +405,7 @@ class LiveSession:
         seconds = (time.monotonic_ns() - mono0) / 1e9
         lost = counters["lost"]
         if self.writer is not None:
+            self._record_kernel_symbols()
             self.writer.close(lost=lost, samples=self.received)
             print(f"sframe-prof: {self.received} samples recorded to {opts.record}, "
                   f"{lost} lost", file=sys.stderr)
@@ -457,6 +460,8 @@ class LiveSession:
             time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
         if self.writer is not None:
             self.writer.add_sample(sample)
+            if r.kstack:
+                self.kernel_pcs.update(r.kstack)
             return
         self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
                           self.table)
@@ -474,6 +479,22 @@ class LiveSession:
             self.writer = CaptureWriter(self.opts.record, header)
         except OSError as exc:
             raise SframeProfError(f"cannot write {self.opts.record}: {exc.strerror}") from None
+
+    def _record_kernel_symbols(self) -> None:
+        """Store the names of the kernel pcs seen (after sampling, so the run does not
+        pay for reading kallsyms): `report` then needs no kallsyms of this machine."""
+        if not self.kernel_pcs:
+            return
+        from profiler.symbolize import KernelSymbols
+        ks = KernelSymbols.load()
+        if not ks.available:
+            return
+        names = {}
+        for pc in self.kernel_pcs:
+            hit = ks.lookup(pc)
+            if hit is not None:
+                names[pc] = hit
+        self.writer.add_kernel_symbols(names)
 
     def _record_maps(self, proc: Process) -> None:
         """Record a process's maps (once per version) with the monotonic time samples use."""

@@ -27,6 +27,7 @@ import bisect
 import mmap
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from profiler.model import Mapping, RawSample
 from profiler.proto import capture_pb2
 
 MAGIC = b"SFPCAP1\n"
-FORMAT_VERSION = 1
+# 2: samples in packed SampleBatch records, KernelSymbols; version 1 files still read.
+FORMAT_VERSION = 2
 # A length prefix above this is corruption, not a record cut short.
 MAX_RECORD_BYTES = 1 << 30
 
@@ -135,12 +137,47 @@ def _identity_msg(msg: capture_pb2.FileIdentity, ident: FileIdentity) -> None:
     msg.size = ident.size
 
 
+# SampleBatch.packed, one sample (see proto/capture.proto): pid, tid, cpu, regs present,
+# comm length, kernel pcs, time_ns, stack_base, pc, sp, fp, lr, stack length.
+_PACKED = struct.Struct("<IIIBBHQQQQQQI")
+_PACKED_REGS = ("pc", "sp", "fp", "lr")
+_REG_BIT = {name: 1 << i for i, name in enumerate(_PACKED_REGS)}
+BATCH_SAMPLES = 256          # a batch is written when it has this many samples
+BATCH_BYTES = 1 << 20        # ... or this many bytes
+
+
+def _pack_sample(sample: RawSample) -> bytes | None:
+    """`sample` in the packed layout, or None if it does not fit (other registers)."""
+    regs = sample.regs
+    mask = 0
+    for name in regs:
+        bit = _REG_BIT.get(name)
+        if bit is None:
+            return None
+        mask |= bit
+    comm = sample.comm.encode("utf-8")
+    kernel = sample.kernel_stack
+    if len(comm) > 255 or len(kernel) > 0xFFFF:
+        return None
+    head = _PACKED.pack(sample.pid, sample.tid, sample.cpu, mask, len(comm), len(kernel),
+                        sample.time_ns, sample.stack_base, regs.get("pc", 0),
+                        regs.get("sp", 0), regs.get("fp", 0), regs.get("lr", 0),
+                        len(sample.stack))
+    return b"".join((head, comm, struct.pack(f"<{len(kernel)}Q", *kernel), sample.stack))
+
+
 class CaptureWriter:
-    """Appends records to a new capture file; see the module docstring."""
+    """Appends records to a new capture file; see the module docstring.
+
+    Samples are buffered into packed batches; a batch is written when it is full,
+    before any other record, and by flush() and close().
+    """
 
     def __init__(self, path: str | os.PathLike[str], header: CaptureHeader) -> None:
         self.path = os.fspath(path)
         self.samples_written = 0
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
         self._out: BinaryIO | None = open(self.path, "wb")  # closed by close()
         self._out.write(MAGIC)
         rec = capture_pb2.Record()
@@ -163,7 +200,20 @@ class CaptureWriter:
     def _write(self, rec: capture_pb2.Record) -> None:
         if self._out is None:
             raise ValueError(f"{self.path}: capture already closed")
-        body = rec.SerializeToString(deterministic=True)
+        if self._batch:
+            self._write_batch()
+        self._write_body(rec.SerializeToString(deterministic=True))
+
+    def _write_batch(self) -> None:
+        rec = capture_pb2.Record()
+        rec.samples.count = len(self._batch)
+        rec.samples.packed = b"".join(self._batch)
+        self._batch = []
+        self._batch_bytes = 0
+        self._write_body(rec.SerializeToString(deterministic=True))
+
+    def _write_body(self, body: bytes) -> None:
+        assert self._out is not None
         self._out.write(_varint(len(body)))
         self._out.write(body)
 
@@ -193,6 +243,16 @@ class CaptureWriter:
     def add_sample(self, sample: RawSample) -> None:
         """Record one sample.  Its `mappings` and `memory` are not stored: record them
         with add_maps / add_memory."""
+        if self._out is None:
+            raise ValueError(f"{self.path}: capture already closed")
+        packed = _pack_sample(sample)
+        if packed is not None:
+            self._batch.append(packed)
+            self._batch_bytes += len(packed)
+            self.samples_written += 1
+            if len(self._batch) >= BATCH_SAMPLES or self._batch_bytes >= BATCH_BYTES:
+                self._write_batch()
+            return
         rec = capture_pb2.Record()
         s = rec.sample
         s.pid = sample.pid
@@ -226,8 +286,21 @@ class CaptureWriter:
             _identity_msg(rec.file.identity, identity)
         self._write(rec)
 
+    def add_kernel_symbols(self, symbols: dict[int, tuple[str, int]]) -> None:
+        """Record names for kernel pcs: {pc: (symbol, offset)}."""
+        rec = capture_pb2.Record()
+        ks = rec.kernel_symbols
+        for pc in sorted(symbols):
+            name, offset = symbols[pc]
+            ks.pcs.append(pc)
+            ks.names.append(name)
+            ks.offsets.append(offset)
+        self._write(rec)
+
     def flush(self) -> None:
         if self._out is not None:
+            if self._batch:
+                self._write_batch()
             self._out.flush()
 
     def close(self, lost: int = 0, samples: int | None = None,
@@ -243,6 +316,11 @@ class CaptureWriter:
 
     def _close_file(self) -> None:
         if self._out is not None:
+            if self._batch:
+                try:
+                    self._write_batch()
+                except OSError:
+                    pass
             self._out.close()
             self._out = None
 
@@ -279,13 +357,18 @@ class Capture:
     maps: dict[int, list[MapsSnapshot]] = field(default_factory=dict)   # by time
     memory: dict[int, list[MemoryBlob]] = field(default_factory=dict)
     files: list[FileBlob] = field(default_factory=list)
-    _sample_spans: list[tuple[int, int]] = field(default_factory=list)
+    # kernel pc -> (symbol, offset), as the recorder resolved them (format version 2)
+    kernel_symbols: dict[int, tuple[str, int]] | None = None
+    # (start, end, samples, raw): a Sample record (samples 0), a SampleBatch record
+    # (raw False), or the packed bytes of a SampleBatch found without protobuf (raw True)
+    _sample_spans: list[tuple[int, int, int, bool]] = field(default_factory=list)
     _map_times: dict[int, list[int]] = field(default_factory=dict)
+    _samples: int = 0
 
     @property
     def sample_count(self) -> int:
-        """Complete sample records in the file."""
-        return len(self._sample_spans)
+        """Complete samples in the file."""
+        return self._samples
 
     def maps_at(self, pid: int, time_ns: int) -> MapsSnapshot | None:
         """The latest snapshot of `pid` taken at or before `time_ns` (the earliest one
@@ -300,15 +383,91 @@ class Capture:
         """Every complete sample, in file order, with its process's maps and memory."""
         if not self._sample_spans:
             return
-        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        # pread, not mmap: copying from the page cache costs less than a page fault
+        # for every page of a large capture.
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - closed below, also on an error
+        except OSError as e:
+            raise CaptureError(f"{self.path}: {e.strerror or e}") from None
+        with f:
+            fd = f.fileno()
             rec = capture_pb2.Record()
-            for start, end in self._sample_spans:
-                if end > len(mm):
+            for start, end, n, raw in self._sample_spans:
+                data = os.pread(fd, end - start, start)
+                if len(data) != end - start:
                     raise CaptureError(f"{self.path}: file shrank while being read")
-                rec.ParseFromString(mm[start:end])
-                yield self._raw_sample(rec.sample)
+                if raw:
+                    yield from self._unpack_batch(data, n, start)
+                    continue
+                rec.ParseFromString(data)
+                if n:
+                    yield from self._unpack_batch(rec.samples.packed, n, start)
+                else:
+                    yield self._raw_sample(rec.sample)
 
     __iter__ = iter_samples
+
+    def _unpack_batch(self, buf: bytes, n: int, at: int) -> Iterator[RawSample]:
+        """The samples of one SampleBatch; CaptureError if they do not fill it exactly."""
+        arch, pac_mask = self.header.arch, self.header.pac_mask
+        unpack = _PACKED.unpack_from
+        head = _PACKED.size
+        comms: dict[bytes, str] = {}
+        kstructs: dict[int, struct.Struct] = {}
+        maps_at = self._mappings_at
+        memories: dict[int, tuple[tuple[int, bytes], ...]] = {}
+        pos = 0
+        size = len(buf)
+        for i in range(n):
+            if pos + head > size:
+                raise CaptureError(f"{self.path}: sample batch at offset {at} is corrupt "
+                                   f"(packed sample {i} of {n} cut short)")
+            (pid, tid, cpu, mask, clen, nk, time_ns, base, pc, sp, fp, lr,
+             slen) = unpack(buf, pos)
+            if mask & ~0xF or pos + head + clen + 8 * nk + slen > size:
+                raise CaptureError(f"{self.path}: sample batch at offset {at} is corrupt "
+                                   f"(packed sample {i} of {n}: " + (
+                                       f"unknown register bits 0x{mask:x})" if mask & ~0xF
+                                       else "cut short)"))
+            pos += head
+            cb = buf[pos:pos + clen]
+            comm = comms.get(cb)
+            if comm is None:
+                comm = comms[cb] = cb.decode("utf-8", "replace")
+            pos += clen
+            kernel: tuple[int, ...] = ()
+            if nk:
+                ks = kstructs.get(nk)
+                if ks is None:
+                    ks = kstructs[nk] = struct.Struct(f"<{nk}Q")
+                kernel = ks.unpack_from(buf, pos)
+                pos += 8 * nk
+            stack = buf[pos:pos + slen]
+            pos += slen
+            if mask == 7:
+                regs = {"pc": pc, "sp": sp, "fp": fp}
+            else:
+                regs = {name: v for name, v, bit in (("pc", pc, 1), ("sp", sp, 2),
+                                                    ("fp", fp, 4), ("lr", lr, 8))
+                        if mask & bit}
+            memory = memories.get(pid)
+            if memory is None:
+                memory = memories[pid] = self._memory_of(pid)
+            yield RawSample(arch, regs, base, stack, maps_at(pid, time_ns), memory,
+                            pac_mask, pid, tid, comm, time_ns, cpu, kernel)
+        if pos != size:
+            raise CaptureError(f"{self.path}: sample batch at offset {at} is corrupt ({n} "
+                               f"packed samples take {pos} bytes, the batch has {size})")
+
+    def _mappings_at(self, pid: int, time_ns: int) -> tuple[Mapping, ...]:
+        snaps = self.maps.get(pid)
+        if snaps is not None and len(snaps) == 1:
+            return snaps[0].mappings
+        snap = self.maps_at(pid, time_ns)
+        return snap.mappings if snap is not None else ()
+
+    def _memory_of(self, pid: int) -> tuple[tuple[int, bytes], ...]:
+        return tuple((b.start, b.data) for b in self.memory.get(pid, ()))
 
     def _raw_sample(self, s: capture_pb2.Sample) -> RawSample:
         snap = self.maps_at(s.pid, s.time_ns)
@@ -318,7 +477,7 @@ class Capture:
             stack_base=s.stack_base,
             stack=bytes(s.stack),
             mappings=snap.mappings if snap is not None else (),
-            memory=tuple((b.start, b.data) for b in self.memory.get(s.pid, ())),
+            memory=self._memory_of(s.pid),
             pac_mask=self.header.pac_mask,
             pid=s.pid, tid=s.tid, comm=s.comm, time_ns=s.time_ns, cpu=s.cpu,
             kernel_stack=tuple(s.kernel_stack),
@@ -338,6 +497,39 @@ def _read_varint(buf: bytes | mmap.mmap, pos: int) -> tuple[int, int] | None:
         if shift >= 64:
             raise ValueError("length prefix longer than 10 bytes")
     return None
+
+
+_TAG_RECORD_SAMPLES = 0x3A   # Record field 7 (samples), length-delimited
+_TAG_BATCH_COUNT = 0x08      # SampleBatch field 1 (count), varint
+_TAG_BATCH_PACKED = 0x12     # SampleBatch field 2 (packed), length-delimited
+
+
+def _batch_span(buf: mmap.mmap, start: int, end: int) -> tuple[int, int, int] | None:
+    """(count, start, end of the packed bytes) of a SampleBatch record at buf[start:end]
+    in the writer's encoding, read without copying it; None for anything else (the
+    record is then decoded with protobuf)."""
+    try:
+        if buf[start] != _TAG_RECORD_SAMPLES:
+            return None
+        got = _read_varint(buf, start + 1)
+        if got is None or got[0] + got[1] != end:
+            return None
+        pos, count = got[1], 0
+        if pos < end and buf[pos] == _TAG_BATCH_COUNT:
+            got = _read_varint(buf, pos + 1)
+            if got is None:
+                return None
+            count, pos = got
+        if pos == end:
+            return count, pos, pos
+        if buf[pos] != _TAG_BATCH_PACKED:
+            return None
+        got = _read_varint(buf, pos + 1)
+        if got is None or got[0] + got[1] != end:
+            return None
+        return count, got[1], end
+    except (ValueError, IndexError):
+        return None
 
 
 def _identity(msg: capture_pb2.FileIdentity) -> FileIdentity:
@@ -403,13 +595,17 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
                                f"exceeds {MAX_RECORD_BYTES}")
         if pos + length > len(buf):
             break  # cut inside a record
-        try:
-            rec.ParseFromString(buf[pos:pos + length])
-        except DecodeError as e:
-            raise CaptureError(f"{path}: record {nrec} at offset {at} is corrupt "
-                               f"({str(e).splitlines()[0] if str(e) else 'decode error'})"
-                               ) from None
-        kind = rec.WhichOneof("kind")
+        batch = _batch_span(buf, pos, pos + length) if length else None
+        if batch is not None:
+            kind: str | None = "samples"
+        else:
+            try:
+                rec.ParseFromString(buf[pos:pos + length])
+            except DecodeError as e:
+                raise CaptureError(f"{path}: record {nrec} at offset {at} is corrupt "
+                                   f"({str(e).splitlines()[0] if str(e) else 'decode error'})"
+                                   ) from None
+            kind = rec.WhichOneof("kind")
         where = f"{path}: record {nrec} at offset {at}"
         if kind is None:
             raise CaptureError(f"{where} is corrupt (no known record type)")
@@ -426,7 +622,27 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
         elif kind == "header":
             raise CaptureError(f"{where}: second header")
         elif kind == "sample":
-            capture._sample_spans.append((pos, pos + length))
+            capture._sample_spans.append((pos, pos + length, 0, False))
+            capture._samples += 1
+        elif kind == "samples":
+            # The packed samples are checked as they are read (iter_samples).
+            if batch is not None:
+                n, pstart, pend = batch
+                span = (pstart, pend, n, True)
+            else:
+                n = rec.samples.count
+                span = (pos, pos + length, n, False)
+            if n:
+                capture._sample_spans.append(span)
+                capture._samples += n
+        elif kind == "kernel_symbols":
+            ks = rec.kernel_symbols
+            if not len(ks.pcs) == len(ks.names) == len(ks.offsets):
+                raise CaptureError(f"{where} is corrupt (kernel symbols: {len(ks.pcs)} pcs, "
+                                   f"{len(ks.names)} names, {len(ks.offsets)} offsets)")
+            table = capture.kernel_symbols if capture.kernel_symbols is not None else {}
+            table.update(zip(ks.pcs, zip(ks.names, ks.offsets)))
+            capture.kernel_symbols = table
         elif kind == "maps":
             snap = _snapshot(rec.maps)
             snaps = capture.maps.setdefault(snap.pid, [])

@@ -7,20 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("header", "maps", "sample", "memory", "file", "trailer")
+    __slots__ = ("header", "maps", "sample", "memory", "file", "trailer", "samples", "kernel_symbols")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     TRAILER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
     header: Header
     maps: MapsSnapshot
     sample: Sample
     memory: MemoryBlob
     file: FileBlob
     trailer: Trailer
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., maps: _Optional[_Union[MapsSnapshot, _Mapping]] = ..., sample: _Optional[_Union[Sample, _Mapping]] = ..., memory: _Optional[_Union[MemoryBlob, _Mapping]] = ..., file: _Optional[_Union[FileBlob, _Mapping]] = ..., trailer: _Optional[_Union[Trailer, _Mapping]] = ...) -> None: ...
+    samples: SampleBatch
+    kernel_symbols: KernelSymbols
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., maps: _Optional[_Union[MapsSnapshot, _Mapping]] = ..., sample: _Optional[_Union[Sample, _Mapping]] = ..., memory: _Optional[_Union[MemoryBlob, _Mapping]] = ..., file: _Optional[_Union[FileBlob, _Mapping]] = ..., trailer: _Optional[_Union[Trailer, _Mapping]] = ..., samples: _Optional[_Union[SampleBatch, _Mapping]] = ..., kernel_symbols: _Optional[_Union[KernelSymbols, _Mapping]] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("version", "arch", "hostname", "kernel_release", "start_time_ns", "frequency_hz", "period_ns", "pac_mask", "pids", "command", "stack_bytes")
@@ -114,6 +118,24 @@ class Sample(_message.Message):
     stack: bytes
     kernel_stack: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, pid: _Optional[int] = ..., tid: _Optional[int] = ..., cpu: _Optional[int] = ..., time_ns: _Optional[int] = ..., comm: _Optional[str] = ..., regs: _Optional[_Mapping[str, int]] = ..., stack_base: _Optional[int] = ..., stack: _Optional[bytes] = ..., kernel_stack: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SampleBatch(_message.Message):
+    __slots__ = ("count", "packed")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    packed: bytes
+    def __init__(self, count: _Optional[int] = ..., packed: _Optional[bytes] = ...) -> None: ...
+
+class KernelSymbols(_message.Message):
+    __slots__ = ("pcs", "names", "offsets")
+    PCS_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    pcs: _containers.RepeatedScalarFieldContainer[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, pcs: _Optional[_Iterable[int]] = ..., names: _Optional[_Iterable[str]] = ..., offsets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class MemoryBlob(_message.Message):
     __slots__ = ("pid", "start", "data", "name")

@@ -131,7 +131,8 @@ def test_generated_module_matches_proto_source(repo_root: Path) -> None:
     record = source["sframeprof.capture.Record"]
     assert {n: (f.number, f.oneof) for n, f in record.items()} == {
         "header": (1, "kind"), "maps": (2, "kind"), "sample": (3, "kind"),
-        "memory": (4, "kind"), "file": (5, "kind"), "trailer": (6, "kind")}
+        "memory": (4, "kind"), "file": (5, "kind"), "trailer": (6, "kind"),
+        "samples": (7, "kind"), "kernel_symbols": (8, "kind")}
     assert source["sframeprof.capture.Sample"]["regs"].type == "map<string,uint64>"
     assert source["sframeprof.capture.Header"]["pac_mask"].label == "optional"
     stale = proto.source_schema(text.replace("bytes stack = 8;", "bytes stack = 10;"))
@@ -337,7 +338,11 @@ TRAILER = _record(trailer=capture_pb2.Trailer(samples=0))
     (MAGIC + HEADER + HEADER, "second header"),
     (MAGIC + HEADER + _varint(1 << 31) + b"x", "exceeds"),
     (MAGIC + HEADER + b"\xff" * 11, "length prefix longer than 10 bytes"),
-    (MAGIC + _record(header=capture_pb2.Header(version=2)), "format version 2 is newer"),
+    (MAGIC + _record(header=capture_pb2.Header(version=3)), "format version 3 is newer"),
+    (MAGIC + _record(samples=capture_pb2.SampleBatch(count=1)),
+     "samples record before the header"),
+    (MAGIC + HEADER + _record(kernel_symbols=capture_pb2.KernelSymbols(pcs=[1], names=[])),
+     "kernel symbols: 1 pcs, 0 names, 0 offsets"),
 ])
 def test_not_a_capture(tmp_path: Path, content: bytes, defect: str) -> None:
     path = tmp_path / "bad.sfcap"
@@ -350,6 +355,115 @@ def test_not_a_capture(tmp_path: Path, content: bytes, defect: str) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("batch", "defect"), [
+    (capture_pb2.SampleBatch(count=2, packed=bytes(68)), "packed sample 1 of 2 cut short"),
+    (capture_pb2.SampleBatch(count=1, packed=bytes(69)),
+     "1 packed samples take 68 bytes, the batch has 69"),
+    (capture_pb2.SampleBatch(count=1, packed=bytes(12) + b"\x10" + bytes(55)),
+     "unknown register bits 0x10"),
+    (capture_pb2.SampleBatch(count=1, packed=bytes(12) + b"\x07" + bytes(51) + b"\x01"
+                             + bytes(3)), "packed sample 0 of 1: cut short"),
+])
+@pytest.mark.parametrize("canonical", [True, False])
+def test_corrupt_sample_batch(tmp_path: Path, batch: capture_pb2.SampleBatch, defect: str,
+                              canonical: bool) -> None:
+    """Caught while reading the samples, whether the batch is found without protobuf
+    (the writer's encoding) or decoded by it (fields in another order)."""
+    body = capture_pb2.Record(samples=batch).SerializeToString()
+    if not canonical:   # packed before count: valid protobuf, not the writer's layout
+        inner = batch.SerializeToString()
+        count_field = inner[:inner.index(b"\x12")]
+        inner = inner[len(count_field):] + count_field
+        body = b"\x3a" + _varint(len(inner)) + inner
+        assert capture_pb2.Record.FromString(body) == capture_pb2.Record(samples=batch)
+    path = tmp_path / "bad.sfcap"
+    path.write_bytes(MAGIC + HEADER + _varint(len(body)) + body)
+    cap = read_capture(path)
+    with pytest.raises(CaptureError) as err:
+        list(cap.iter_samples())
+    assert str(err.value).startswith(f"{path}: sample batch at offset ")
+    assert defect in str(err.value) and "\n" not in str(err.value)
+
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match=r"nope\.sfcap: No such file or directory$"):
         read_capture(tmp_path / "nope.sfcap")
+
+
+# -- format version 2: packed sample batches, kernel symbols ------------------------------
+
+
+def packable(pid: int, tid: int, n: int, t: int, comm: str = "app") -> RawSample:
+    """A sample the writer packs (pc, sp, fp and maybe lr: no other registers)."""
+    s = raw(pid, tid, n, t, comm)
+    regs = {"pc": s.regs["pc"], "sp": s.regs["sp"], "fp": s.regs["fp"]}
+    if n % 4 == 1:
+        regs["lr"] = 0xAAAA0000 + n
+    if n % 5 == 2:
+        del regs["fp"]
+    return replace(s, regs=regs, stack=s.stack[:0] if n == 3 else s.stack)
+
+
+PACKABLE = [packable(4100, 4100 + n % 3, n, T0 + 100 * n, "héllo" if n % 2 else "app")
+            for n in range(600)]
+
+
+def test_packed_round_trip_with_batches_and_mixed_records(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sfcap"
+    odd = raw(4100, 4100, 7, T0 + 100 * 300 + 50)      # has r12: a Sample record
+    with CaptureWriter(path, header()) as w:
+        w.add_maps(4100, MAPS_A, IDS_A, time_ns=T0)
+        for s in PACKABLE[:300]:
+            w.add_sample(s)
+        w.add_sample(odd)
+        for s in PACKABLE[300:]:
+            w.add_sample(s)
+        w.add_kernel_symbols({0xFFFFFFFF8142A1B0: ("do_syscall_64", 0x30),
+                              0xFFFFFFFF81C0F2E4: ("entry_SYSCALL_64", 0x64)})
+    cap = read_capture(path)
+    want = [replace(s, mappings=MAPS_A) for s in PACKABLE[:300]] + \
+        [replace(odd, mappings=MAPS_A)] + [replace(s, mappings=MAPS_A) for s in PACKABLE[300:]]
+    assert cap.sample_count == len(want) == cap.trailer_samples
+    assert list(cap.iter_samples()) == want
+    assert cap.kernel_symbols == {0xFFFFFFFF8142A1B0: ("do_syscall_64", 0x30),
+                                  0xFFFFFFFF81C0F2E4: ("entry_SYSCALL_64", 0x64)}
+    assert cap.header.version == 2
+    # 600 packable samples in batches of at most 256, not 600 records
+    assert len(cap._sample_spans) < 10
+
+
+def test_packed_batch_cut_short_keeps_the_whole_batches(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sfcap"
+    w = CaptureWriter(path, header())
+    w.add_maps(4100, MAPS_A, IDS_A, time_ns=T0)
+    ends = []
+    for i, s in enumerate(PACKABLE[:100]):
+        w.add_sample(s)
+        if i % 10 == 9:
+            w.flush()
+            ends.append(path.stat().st_size)
+    w.close()
+    data = path.read_bytes()
+    for k, end in enumerate(ends):
+        for cut in (end - 1, end, end + 1):
+            path.write_bytes(data[:cut])
+            cap = read_capture(path)
+            n = 10 * (k + (cut >= end))
+            assert cap.truncated and cap.sample_count == n
+            assert [s.time_ns for s in cap.iter_samples()] == [s.time_ns for s in PACKABLE[:n]]
+
+
+def test_version_1_captures_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sfcap"
+    sample = capture_pb2.Sample(pid=1, tid=2, cpu=1, time_ns=5, comm="old", stack_base=16,
+                                stack=b"x" * 32, kernel_stack=[7])
+    sample.regs["pc"] = 0x1000
+    sample.regs["sp"] = 16
+    path.write_bytes(MAGIC + HEADER + _record(sample=sample)
+                     + _record(trailer=capture_pb2.Trailer(samples=1)))
+    cap = read_capture(path)
+    assert cap.header.version == 1 and cap.kernel_symbols is None
+    (got,) = cap.iter_samples()
+    assert (got.pid, got.tid, got.comm, got.regs, got.stack, got.kernel_stack) == (
+        1, 2, "old", {"pc": 0x1000, "sp": 16}, b"x" * 32, (7,))
