@@ -18,6 +18,7 @@ import base64
 import gzip
 import json
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -90,6 +91,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
+        self.connections: set[Any] = set()     # open (kept-alive) client sockets
 
     @property
     def url(self) -> str:
@@ -104,6 +106,16 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver.lock:
+                    receiver.connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 receiver.handle(self)
 
@@ -116,10 +128,19 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        """Stop listening and cut the kept-alive connections: a stopped store is down."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self.lock:
+            conns = list(self.connections)
+            self.connections.clear()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _auth_ok(self, h: BaseHTTPRequestHandler) -> bool:
         auth = h.headers.get("Authorization", "")

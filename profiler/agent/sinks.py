@@ -22,6 +22,7 @@ from ``tenant``.  OTLP: ``POST .../v1development/profiles``, ``application/x-pro
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
 import os
 import random
@@ -142,6 +143,8 @@ class HttpSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._deadline: float | None = None
+        self._conn: http.client.HTTPConnection | None = None
+        self._conn_key: tuple[str, str] = ("", "")
         self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     # -- producer side --
@@ -205,6 +208,7 @@ class HttpSink:
         while not self._finished():
             item = self.spool.peek()
             if item is None:
+                self._close_connection()     # idle until the next window
                 self._sleep(1.0)
                 continue
             got = self.spool.read(item)
@@ -221,6 +225,7 @@ class HttpSink:
                     log.warning("%s rejected %s for good: %s", self.name, item.name, exc)
                     continue
                 self.failures += 1
+                self._close_connection()
                 if not self.down_since:
                     self.down_since = time.monotonic()
                     log.warning("%s: %s; keeping windows in the spool and retrying",
@@ -242,6 +247,7 @@ class HttpSink:
                             time.monotonic() - self.down_since)
                 self.down_since = 0.0
                 self.last_error = ""
+        self._close_connection()
 
     def send(self, header: dict[str, Any], payload: bytes) -> None:
         raise NotImplementedError
@@ -249,6 +255,54 @@ class HttpSink:
     # -- HTTP --
 
     def post(self, url: str, payload: bytes, headers: dict[str, str]) -> None:
+        """POST over one kept-alive connection for the items of a window (urllib would
+        open a connection and build an opener for every item); through urllib when a
+        proxy is configured for the URL."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or (
+                urllib.request.getproxies().get(parts.scheme)
+                and not urllib.request.proxy_bypass(parts.hostname)):
+            return self._post_urllib(url, payload, headers)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        key = (parts.scheme, parts.netloc)
+        for attempt in (0, 1):
+            reused = self._conn is not None and self._conn_key == key
+            if not reused:
+                self._close_connection()
+                cls = (http.client.HTTPSConnection if parts.scheme == "https"
+                       else http.client.HTTPConnection)
+                self._conn = cls(parts.hostname, parts.port, timeout=self.timeout)
+                self._conn_key = key
+            conn = self._conn
+            assert conn is not None
+            try:
+                conn.request("POST", target, body=payload, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            except (http.client.HTTPException, OSError, TimeoutError) as exc:
+                self._close_connection()
+                if attempt == 0 and reused and isinstance(
+                        exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                              BrokenPipeError)):
+                    continue          # the server closed the idle connection: once more
+                raise SendError(f"{url.split('?')[0]}: {exc}") from None
+            if resp.will_close:
+                self._close_connection()
+            if 200 <= resp.status < 300:
+                return
+            text = body[:300].decode("utf-8", "replace").strip().replace("\n", " ")
+            permanent = 400 <= resp.status < 500 and resp.status not in RETRY_STATUS
+            raise SendError(f"HTTP {resp.status} {text[:200]}".rstrip(), permanent)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+    def _post_urllib(self, url: str, payload: bytes, headers: dict[str, str]) -> None:
         req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
