@@ -61,6 +61,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+@dataclass
+class Snapshot:
+    """What /proc said about a process at one moment, kept so that the process can be
+    modelled later even if it has exited by then: its maps, start time, executable,
+    vDSO bytes, and open descriptors of the files behind its executable mappings
+    (an open descriptor keeps the file reachable after the process is gone)."""
+
+    pid: int
+    maps: str | None          # None: the process was already gone
+    stat: bytes = b""         # /proc/PID/stat
+    exe: str = ""
+    memory: tuple[tuple[int, bytes], ...] = ()
+    fds: dict[int, int] = field(default_factory=dict)    # mapping start -> fd
+    taken: float = 0.0        # CLOCK_MONOTONIC seconds
+    extra: dict[str, str] = field(default_factory=dict)   # a caller's own files
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = {}
+
+
+def stat_fields(text: bytes) -> tuple[int, int]:
+    """(starttime, flags) from /proc/PID/stat text: fields 22 and 9; (0, 0) if unusable."""
+    fields = text[text.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19]), int(fields[6])
+    except (IndexError, ValueError):
+        return 0, 0
+
+
 class ProcessGone(Exception):
     """The process exited before we could read its maps."""
 
@@ -77,6 +111,7 @@ class Process:
     exited: bool = False
     exe: str = ""
     start_time: int = 0   # /proc/PID/stat field 22: tells a reused PID from the old one
+    fds: dict[int, int] = field(default_factory=dict)   # from a Snapshot, until closed
 
 
 class ProcessTable:
@@ -92,8 +127,10 @@ class ProcessTable:
         self.parents: dict[int, int] = {}
         self.open_errors: dict[str, str] = {}
 
-    def get(self, pid: int) -> Process | None:
+    def get(self, pid: int, snap: Snapshot | None = None) -> Process | None:
         """The process, its maps read on first sight; None if it is already gone.
+        With `snap` (taken earlier by snapshot()), the process is built from it instead
+        of from /proc, so it may have exited since.
 
         A child that exited before its maps could be read gets its parent's (a fork
         copies the address space; an exec would have replaced it, but a child that
@@ -102,7 +139,7 @@ class ProcessTable:
         if p is None:
             p = Process(pid)
             try:
-                self._load(p)
+                self._load(p, snap)
             except ProcessGone:
                 parent = self.procs.get(self.parents.get(pid, -1))
                 if parent is None or parent.space is None:
@@ -139,7 +176,63 @@ class ProcessTable:
             return False
         return p.mappings != old
 
-    def _load(self, p: Process) -> None:
+    def snapshot(self, pid: int, files: tuple[str, ...] = ()) -> Snapshot:
+        """Read what get() needs now, and open the files of executable mappings that
+        are not cached yet; get(pid, snap) builds the process from it later.  `files`
+        are other /proc/PID files to keep (by name, in snap.extra)."""
+        snap = Snapshot(pid, None, taken=time.monotonic())
+        base = f"{self.proc}/{pid}"
+        try:
+            with open(f"{base}/maps", encoding="utf-8", errors="replace") as f:
+                snap.maps = f.read()
+        except OSError:
+            return snap
+        try:
+            with open(f"{base}/stat", "rb") as f:
+                snap.stat = f.read()
+            snap.exe = os.readlink(f"{base}/exe")
+        except OSError:
+            pass
+        for name in files:
+            try:
+                with open(f"{base}/{name}", encoding="utf-8", errors="replace") as f:
+                    snap.extra[name] = f.read()
+            except OSError:
+                pass
+        if not self.use_map_files:
+            return snap
+        vdso = None
+        for m, ident in parse_maps(snap.maps):
+            if m.path == "[vdso]":
+                vdso = m
+            if ident is None or not m.executable or ident in self._by_identity:
+                continue
+            try:
+                snap.fds[m.start] = os.open(f"{base}/map_files/{m.start:x}-{m.end:x}",
+                                            os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+        if vdso is not None:
+            snap.memory = self._read_memory(pid, vdso)
+        return snap
+
+    def close_fds(self, p: Process) -> None:
+        """Close the descriptors a snapshot left on `p` (its files are open by now)."""
+        for fd in p.fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        p.fds = {}
+
+    def _load(self, p: Process, snap: Snapshot | None = None) -> None:
+        if snap is not None and snap.pid == p.pid:
+            if snap.maps is None or not snap.maps and p.mappings:
+                raise ProcessGone(p.pid)
+            self._build(p, snap.maps, stat_fields(snap.stat)[0], snap.exe, snap.memory)
+            p.fds, snap.fds = snap.fds, {}
+            p.refreshed_at = snap.taken
+            return
         try:
             with open(f"{self.proc}/{p.pid}/maps", encoding="utf-8", errors="replace") as f:
                 text = f.read()
@@ -149,7 +242,11 @@ class ProcessTable:
             raise ProcessGone(p.pid) from None
         if not text and p.mappings:
             raise ProcessGone(p.pid)
-        start_time = _start_time(f"{self.proc}/{p.pid}/stat")
+        self._build(p, text, _start_time(f"{self.proc}/{p.pid}/stat"), None, None)
+
+    def _build(self, p: Process, text: str, start_time: int, exe: str | None,
+               memory: tuple[tuple[int, bytes], ...] | None) -> None:
+        """Model `p` from its maps text (and, from a snapshot, exe and vDSO bytes)."""
         if p.start_time and start_time and start_time != p.start_time:
             p.identities = {}      # the PID was reused: a different process
         p.start_time = start_time or p.start_time
@@ -161,11 +258,14 @@ class ProcessTable:
             return   # unchanged: keep the address space and its caches
         p.mappings = mappings
         p.identities = {m.start: ident for m, ident in parsed if ident is not None}
-        try:
-            p.exe = os.readlink(f"{self.proc}/{p.pid}/exe")
-        except OSError:
-            pass
-        p.memory = self._read_vdso(p)
+        if exe is not None:
+            p.exe = exe or p.exe
+        else:
+            try:
+                p.exe = os.readlink(f"{self.proc}/{p.pid}/exe")
+            except OSError:
+                pass
+        p.memory = self._read_vdso(p) if memory is None else memory
         p.generation += 1
         pid = p.pid
         p.space = AddressSpace(p.mappings, p.memory, self.objects,
@@ -174,13 +274,16 @@ class ProcessTable:
     def _read_vdso(self, p: Process) -> tuple[tuple[int, bytes], ...]:
         for m in p.mappings:
             if m.path == "[vdso]":
-                try:
-                    with open(f"{self.proc}/{p.pid}/mem", "rb", buffering=0) as f:
-                        f.seek(m.start)
-                        return ((m.start, f.read(m.end - m.start)),)
-                except (OSError, ValueError, OverflowError):
-                    return ()
+                return self._read_memory(p.pid, m)
         return ()
+
+    def _read_memory(self, pid: int, m: Mapping) -> tuple[tuple[int, bytes], ...]:
+        try:
+            with open(f"{self.proc}/{pid}/mem", "rb", buffering=0) as f:
+                f.seek(m.start)
+                return ((m.start, f.read(m.end - m.start)),)
+        except (OSError, ValueError, OverflowError):
+            return ()
 
     def open_mapping(self, pid: int, m: Mapping) -> ObjectFile | None:
         """The ELF object behind a file mapping, cached by device and inode."""
@@ -192,8 +295,14 @@ class ProcessTable:
         map_file = f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}"
         candidates = ([map_file] if self.use_map_files else []) + [
             f"{self.proc}/{pid}/root{m.path}", m.path]
+        fd = p.fds.get(m.start) if p else None
+        if fd is not None:
+            # the file as the snapshot opened it through map_files, while p lived
+            map_file = f"/proc/self/fd/{fd}"
+            candidates.insert(0, map_file)
         for path in candidates:
-            if path != map_file and (ident is None or not _same_inode(path, ident)):
+            if path != map_file and not path.startswith(f"{self.proc}/{pid}/map_files/") \
+                    and (ident is None or not _same_inode(path, ident)):
                 continue  # not provably the file the process mapped: never follow it
             try:
                 obj = self.open_file(path, m.path)

@@ -42,6 +42,7 @@ from profiler.agent.procs import (
     ProcessBook,
     TargetScanner,
 )
+from profiler.agent.reader import Reader
 from profiler.agent.sinks import DirectorySink, HttpSink, OtlpSink, PyroscopeSink
 from profiler.agent.spool import Spool
 from profiler.agent.windows import Clock, Window, build_shipments, group_key
@@ -53,7 +54,8 @@ from profiler.unwind import Unwinder
 log = logging.getLogger("sframe-prof.agent")
 
 GRACE_NS = 300_000_000          # wait this long after a window's end for its last samples
-POLL_MS = 100
+POLL_MS = 100                   # the reader thread's wait on the BPF buffer
+CONSUME_S = 0.25                # the main loop's: it unwinds what the reader read, in batches
 
 
 def limit_arenas() -> None:
@@ -77,7 +79,18 @@ def run(argv: list[str]) -> int:
         return 0 if doc.get("state") == "running" else 3
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="sframe-prof agent: %(message)s")
-    return Agent(cfg).run()
+    prof_path = os.environ.get("SFRAME_AGENT_PROFILE")
+    if not prof_path:
+        return Agent(cfg).run()
+    # A developer's switch: cProfile the whole run and write pstats to this file
+    # (`python -m pstats FILE`), to find where the agent's own CPU goes.
+    import cProfile
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(Agent(cfg).run)
+    finally:
+        prof.dump_stats(prof_path)
+        log.info("cProfile statistics written to %s", prof_path)
 
 
 def trim_llvm() -> None:
@@ -166,6 +179,7 @@ class Agent:
         self.meter: ResourceMeter | None = None
         self.last_metrics = WindowMetrics()
         self.sampler: Any = None
+        self.reader: Reader | None = None
         self.last_shrink = 0.0
         self.pac_mask: int | None = None
 
@@ -242,9 +256,16 @@ class Agent:
                  self.version, self.host)
         deadline = time.monotonic() + cfg.duration if cfg.duration else None
         next_scan = 0.0
+        # the reader thread polls the buffer and snapshots new processes at once
+        self.reader = reader = Reader(self.sampler, self.table, poll_ms=POLL_MS).start()
+        self.book.snapshot_source = reader.snapshot
+        self.book.on_drop = reader.forget
         try:
             while not self.stop:
-                self._consume(self.sampler.poll(POLL_MS))
+                # New processes are snapshotted by the reader as their samples arrive;
+                # this loop needs no low latency and wakes up four times a second.
+                time.sleep(CONSUME_S)
+                self._consume(reader.get(0))
                 mono = time.monotonic()
                 if scanner is not None and mono >= next_scan:
                     scanner.scan()
@@ -254,6 +275,9 @@ class Agent:
                     self._close(self.closed_index + 1, end_ns=None)
                 if deadline is not None and mono >= deadline:
                     break
+            reader.stop()
+            self._consume(reader.get(0))
+            self.book.snapshot_source = None
             for _ in range(3):
                 self._consume(self.sampler.poll(20))
             now = time.time_ns()
@@ -261,6 +285,7 @@ class Agent:
                 self._close(self.closed_index + 1, end_ns=None)
             self._close(self.closed_index + 1, end_ns=now)     # the current, partial window
         finally:
+            reader.stop()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             try:
@@ -381,6 +406,8 @@ class Agent:
         t.profiles += len(shipments)
         self.resolver.end_window()
         self.book.reap(idx)
+        if self.reader is not None:
+            self.reader.expire(30.0, time.monotonic())
         self.table.trim()
         release_memory()
         self._check_memory()
@@ -412,8 +439,11 @@ class Agent:
                  before, self.cfg.memory_target / (1 << 20), self.meter.rss_mb())
 
     def _drain(self) -> None:
-        """Read the buffer while a window is being built, so it never fills up."""
-        if self.sampler is not None:
+        """Consume what the reader has while a window is being built, so new processes
+        are modelled from fresh snapshots and the queue stays short."""
+        if self.reader is not None and self.reader.thread.is_alive():
+            self._consume(self.reader.get(0))
+        elif self.sampler is not None:
             self._consume(self.sampler.poll(0))
 
     def _write_metrics_file(self, win: Window, m: WindowMetrics) -> None:

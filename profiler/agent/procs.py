@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from profiler.objfile import ObjectCache, ObjectError, ObjectFile
-from profiler.process import Process, ProcessTable
+from profiler.process import Process, ProcessTable, Snapshot, stat_fields
 from profiler.resolve import Resolver
 
 K = TypeVar("K", bound=Hashable)
@@ -143,7 +143,8 @@ def open_mapped(path: str, name: str) -> ObjectFile:
         raise ObjectError(f"{name}: cannot map ({exc.strerror})") from None
     finally:
         os.close(fd)
-    return ObjectFile(mm, name)  # type: ignore[arg-type]
+    from profiler.agent.fastelf import AgentObjectFile
+    return AgentObjectFile(mm, name)  # type: ignore[arg-type]
 
 
 _TABLE_SECTIONS = {".eh_frame", ".eh_frame_hdr", ".debug_frame", ".sframe"}
@@ -211,7 +212,9 @@ class BoundedProcessTable(ProcessTable):
         return changed
 
     def forget(self, pid: int) -> None:
-        self.procs.pop(pid, None)
+        p = self.procs.pop(pid, None)
+        if p is not None:
+            self.close_fds(p)
         self._refresh_fails.pop(pid, None)
         parents = getattr(self, "parents", None)
         if isinstance(parents, dict):
@@ -411,6 +414,11 @@ def read_cgroup(proc: str, pid: int) -> str:
             text = f.read()
     except OSError:
         return ""
+    return parse_cgroup(text)
+
+
+def parse_cgroup(text: str) -> str:
+    """The cgroup path in /proc/PID/cgroup text (see read_cgroup)."""
     first = ""
     for line in text.splitlines():
         parts = line.split(":", 2)
@@ -477,7 +485,12 @@ class ProcessBook:
         self.matcher = matcher
         self.proc = proc
         self.infos: dict[int, ProcInfo] = {}
+        # Snapshots taken by the reader thread as soon as a sample arrived (see
+        # profiler.agent.reader): identity and maps as they were then.
+        self.snapshot_source: Callable[[int], Snapshot | None] | None = None
+        self.on_drop: Callable[[int], None] | None = None
         self.unidentified = 0
+        self.from_snapshot = 0
         self.forgotten = 0
         self.reused = 0
         self.execs = 0
@@ -524,9 +537,17 @@ class ProcessBook:
     def _identify(self, pid: int, comm: str) -> ProcInfo:
         info = ProcInfo(pid, comm=comm)
         info.comms.add(comm)
-        info.start_time, flags = read_stat(self.proc, pid)
+        snap = self.snapshot_source(pid) if self.snapshot_source is not None else None
+        if snap is not None and snap.maps is not None:
+            self.from_snapshot += 1
+            info.start_time, flags = stat_fields(snap.stat)
+        else:
+            if snap is not None:
+                snap.close()
+                snap = None
+            info.start_time, flags = read_stat(self.proc, pid)
         info.kernel_thread = bool(flags & PF_KTHREAD)
-        proc = self.table.get(pid)           # maps (and exe) read now, while it lives
+        proc = self.table.get(pid, snap)     # maps (and exe) read now, while it lives
         if proc is None or not info.start_time or (not proc.mappings
                                                    and not info.kernel_thread):
             info.identified = False          # gone, or its memory already torn down
@@ -534,7 +555,12 @@ class ProcessBook:
         else:
             info.exe = proc.exe or _main_file(proc)
             self._open_objects(pid, proc)
-        info.cgroup = read_cgroup(self.proc, pid)
+        if proc is not None:
+            self.table.close_fds(proc)
+        if snap is not None:
+            snap.close()
+        info.cgroup = (parse_cgroup(snap.extra.get("cgroup", "")) if snap is not None
+                       else read_cgroup(self.proc, pid))
         info.container_id = container_id(info.cgroup)
         if info.kernel_thread:
             info.service = KERNEL_SERVICE
@@ -576,6 +602,8 @@ class ProcessBook:
     def _drop(self, pid: int) -> None:
         self.infos.pop(pid, None)
         self.table.forget(pid)
+        if self.on_drop is not None:
+            self.on_drop(pid)
 
 
 def scan_pids(proc: str = "/proc") -> list[int]:

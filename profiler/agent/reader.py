@@ -1,0 +1,140 @@
+"""The reader thread: takes samples from the BPF buffer and snapshots new processes.
+
+A short-lived process must be read (maps, executable, files) while it lives.  The main
+loop cannot promise that: building a window's profiles, or the first sample in a big
+new binary (its unwind and symbol tables), can keep it busy for a second or more, and
+a child started by a build tool lives for a few milliseconds.  So one thread does only
+this: it waits on the buffer, and for every PID it has not seen it takes a
+:class:`~profiler.process.Snapshot` at once -- /proc/PID/maps, stat, exe, cgroup, the
+vDSO bytes, and open descriptors of the executable files that are not cached yet (an
+open descriptor keeps a file reachable after its process is gone).  The records go to
+the main loop in order; the main loop models a process from its snapshot.
+
+The thread holds the GIL only briefly: it sleeps in the kernel (epoll) or reads /proc.
+While the main loop runs Python code, the interpreter hands the GIL over within its
+switch interval (5 ms), so a new process is read within milliseconds of its sample.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from typing import Any
+
+from profiler.process import ProcessTable, Snapshot
+
+POLL_MS = 100
+MAX_SNAPSHOTS = 512        # snapshots not consumed yet (each holds a few descriptors)
+MAX_SEEN = 65536
+
+
+class Reader:
+    """Poll `sampler` in a thread; hand out its records and the snapshots it took."""
+
+    def __init__(self, sampler: Any, table: ProcessTable, *, poll_ms: int = POLL_MS,
+                 files: tuple[str, ...] = ("cgroup",)) -> None:
+        self.sampler = sampler
+        self.table = table
+        self.poll_ms = poll_ms
+        self.files = files
+        self._batches: deque[list[Any]] = deque()
+        self._snaps: OrderedDict[int, Snapshot] = OrderedDict()
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = False
+        self.error: BaseException | None = None
+        self.snapshots = 0
+        self.thread = threading.Thread(target=self._run, name="sframe-prof-reader",
+                                       daemon=True)
+
+    def start(self) -> Reader:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and join the thread; records still in the kernel buffer stay there
+        (the caller polls the sampler itself from now on)."""
+        self._stop = True
+        self.thread.join(max(1.0, 4 * self.poll_ms / 1000))
+        with self._lock:
+            snaps = list(self._snaps.values())
+            self._snaps.clear()
+        for snap in snaps:
+            snap.close()
+
+    # -- the thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                records = self.sampler.poll(self.poll_ms)
+                if not records:
+                    continue
+                for r in records:
+                    if r.pid not in self._seen and r.pid > 0:
+                        self._take(r.pid)
+                with self._lock:
+                    self._batches.append(records)
+                self._ready.set()
+        except BaseException as exc:  # noqa: BLE001 - the main loop reports it
+            self.error = exc
+            self._ready.set()
+
+    def _take(self, pid: int) -> None:
+        if len(self._seen) >= MAX_SEEN:
+            self._seen.clear()
+        self._seen.add(pid)
+        snap = self.table.snapshot(pid, self.files)
+        self.snapshots += 1
+        old: list[Snapshot] = []
+        with self._lock:
+            prev = self._snaps.pop(pid, None)
+            if prev is not None:
+                old.append(prev)
+            self._snaps[pid] = snap
+            while len(self._snaps) > MAX_SNAPSHOTS:
+                old.append(self._snaps.popitem(last=False)[1])
+        for s in old:
+            s.close()
+
+    # -- the main loop's side -----------------------------------------------------------
+
+    def get(self, timeout: float) -> list[Any]:
+        """The records read since the last call, oldest first; waits up to `timeout`
+        seconds for the first one."""
+        if timeout > 0:
+            self._ready.wait(timeout)
+        with self._lock:
+            self._ready.clear()
+            batches = list(self._batches)
+            self._batches.clear()
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise RuntimeError(f"the sample reader failed: {err!r}") from err
+        if len(batches) == 1:
+            return batches[0]
+        return [r for b in batches for r in b]
+
+    def snapshot(self, pid: int) -> Snapshot | None:
+        """The snapshot taken for `pid` (the caller closes it), if any."""
+        with self._lock:
+            return self._snaps.pop(pid, None)
+
+    def expire(self, max_age: float, now: float) -> int:
+        """Close snapshots nobody took within `max_age` seconds (their PID was known
+        already); returns how many."""
+        with self._lock:
+            old = [pid for pid, s in self._snaps.items() if now - s.taken > max_age]
+            snaps = [self._snaps.pop(pid) for pid in old]
+        for s in snaps:
+            s.close()
+        return len(snaps)
+
+    def forget(self, pid: int) -> None:
+        """`pid` was dropped: its next sample gets a new snapshot (PID reuse)."""
+        self._seen.discard(pid)
+        with self._lock:
+            snap = self._snaps.pop(pid, None)
+        if snap is not None:
+            snap.close()
