@@ -53,13 +53,17 @@ class BinaryStats:
 class _Derived:
     """What one UnwoundStack contributes, computed once per stack object."""
 
-    __slots__ = ("stack", "user", "objects", "count")
+    __slots__ = ("stack", "user", "objects", "count", "token")
 
-    def __init__(self, stack: UnwoundStack) -> None:
+    def __init__(self, stack: UnwoundStack, tokens: dict[tuple[object, ...], int]) -> None:
         self.stack = stack           # keeps id(stack) from being reused while cached
         self.user = tuple((f.pc, f.exact) for f in stack.frames)
         self.objects = tuple(f.object for f in stack.frames)
         self.count = 0               # samples not yet folded into the binary stats
+        # equal chains (from different stack objects) share one small token, so an
+        # entry's key hashes a few ints instead of the whole chain
+        self.token = tokens.setdefault((self.user, stack.reliable, stack.reason),
+                                       len(tokens))
 
 
 _MAX_DERIVED = 1 << 16
@@ -74,6 +78,7 @@ class Aggregator:
         self.reasons: collections.Counter[str] = collections.Counter()
         self._binaries: dict[str, BinaryStats] = collections.defaultdict(BinaryStats)
         self._derived: dict[int, _Derived] = {}
+        self._tokens: dict[tuple[object, ...], int] = {((), True, ""): 0}
         self.first_ns: int | None = None
         self.last_ns: int = 0
 
@@ -87,27 +92,30 @@ class Aggregator:
             self.last_ns = time_ns
         if stack is None:
             self.kernel_only += 1
-            t: tuple[object, ...] = (pid, tid, comm, kernel, (), True, "")
-            objects: tuple[str, ...] = ()
+            t: tuple[object, ...] = (pid, tid, comm, kernel, 0)
+            e = self.entries.get(t)
+            if e is None:
+                e = Entry(StackKey(pid, tid, comm, kernel, (), True, ""), space, ())
+                self.entries[t] = e
+            e.count += 1
+            return
+        d = self._derived.get(id(stack))
+        if d is None or d.stack is not stack:
+            if len(self._derived) >= _MAX_DERIVED:
+                self._fold()
+                self._derived.clear()
+            d = _Derived(stack, self._tokens)
+            self._derived[id(stack)] = d
+        d.count += 1
+        if stack.reliable:
+            self.reliable += 1
         else:
-            d = self._derived.get(id(stack))
-            if d is None or d.stack is not stack:
-                if len(self._derived) >= _MAX_DERIVED:
-                    self._fold()
-                    self._derived.clear()
-                d = _Derived(stack)
-                self._derived[id(stack)] = d
-            d.count += 1
-            reliable = stack.reliable
-            if reliable:
-                self.reliable += 1
-            else:
-                self.reasons[stack.reason] += 1
-            t = (pid, tid, comm, kernel, d.user, reliable, stack.reason)
-            objects = d.objects
+            self.reasons[stack.reason] += 1
+        t = (pid, tid, comm, kernel, d.token)
         e = self.entries.get(t)
         if e is None:
-            e = Entry(StackKey(*t), space, objects)  # type: ignore[arg-type]
+            e = Entry(StackKey(pid, tid, comm, kernel, d.user, stack.reliable, stack.reason),
+                      space, d.objects)
             self.entries[t] = e
         e.count += 1
 

@@ -14,12 +14,19 @@ from collections.abc import Callable
 import socket
 import sys
 
-from profiler.capture.recording import Capture, read_capture
+from profiler.capture.recording import Capture, PackedSamples, read_capture
 from profiler.model import Mapping, RawSample
 from profiler.objfile import ObjectCache, ObjectFile
 from profiler.symbolize import read_build_id
 from profiler.resolve import Resolver
-from profiler.session import Options, Pipeline, check_outputs, summary, write_outputs
+from profiler.session import (
+    REFRESH_REASONS,
+    Options,
+    Pipeline,
+    check_outputs,
+    summary,
+    write_outputs,
+)
 from profiler.unwind import AddressSpace, Unwinder
 
 
@@ -39,7 +46,8 @@ def report(args: argparse.Namespace) -> int:
     spaces: dict[tuple[int, int], AddressSpace] = {}
     names: dict[int, str] = {}
     checker = BuildIdCheck(objects)
-    for sample in cap.iter_samples():
+
+    def space_of(sample: RawSample) -> AddressSpace:
         key = (sample.pid, id(sample.mappings))
         space = spaces.get(key)
         if space is None:
@@ -52,8 +60,19 @@ def report(args: argparse.Namespace) -> int:
                                  opener=checker.opener(expected))
             spaces[key] = space
             names.setdefault(sample.pid, _exe_name(sample.mappings))
-        pipeline.add(sample, space, has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
-                     later=lambda s=sample: _later_space(cap, s, spaces, objects, checker))
+        return space
+
+    def add(sample: RawSample, key: tuple[object, ...] | None = None) -> None:
+        pipeline.add(sample, space_of(sample),
+                     has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
+                     later=lambda s=sample: _later_space(cap, s, spaces, objects, checker),
+                     memo_key=key)
+
+    for block in cap.iter_blocks():
+        if isinstance(block, PackedSamples):
+            _add_packed(block, cap, pipeline, spaces, add)
+        else:
+            add(block)
     agg = pipeline.agg
     period = h.period_ns or (int(1e9 / h.frequency_hz) if h.frequency_hz else 10_000_000)
     duration = (agg.last_ns - agg.first_ns) if agg.first_ns is not None else 0
@@ -73,6 +92,43 @@ def report(args: argparse.Namespace) -> int:
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
     return 0
+
+
+def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
+                spaces: dict[tuple[int, int], AddressSpace],
+                add: Callable[[RawSample, tuple[object, ...] | None], None]) -> None:
+    """Add a batch of packed samples.  A sample whose chain the unwind memo already
+    has is counted straight from the batch's bytes: no RawSample, no stack copy; any
+    other one (a memo miss, a chain that newer maps might fix, no user stack) takes
+    the general path."""
+    memo = pipeline.memo
+    agg_add = pipeline.agg.add
+    lookup = memo.lookup
+    pac, arch = cap.header.pac_mask, cap.header.arch
+    buf = batch.buf
+    mappings_at = cap.mappings_at
+    last_pid = -1
+    mappings: tuple[Mapping, ...] = ()
+    space: AddressSpace | None = None
+    for (pid, tid, cpu, mask, comm, kernel, time_ns, base, pc, sp, fp, lr, pos,
+         slen) in batch:
+        if pid != last_pid or len(cap.maps.get(pid, ())) > 1:
+            mappings = mappings_at(pid, time_ns)
+            space = spaces.get((pid, id(mappings)))
+            last_pid = pid
+        key = (base, slen, mask, pc, sp, fp, lr, pac, arch, None)
+        if space is not None and sp and slen and memo.enabled:
+            stack = lookup(space, key, buf, pos)
+            if stack is not None and (stack.reliable or stack.reason not in REFRESH_REASONS):
+                agg_add(pid=pid, tid=tid, comm=comm, time_ns=time_ns, kernel=kernel,
+                        stack=stack, space=space)
+                continue
+        regs = {name: v for name, v, bit in (("pc", pc, 1), ("sp", sp, 2), ("fp", fp, 4),
+                                            ("lr", lr, 8)) if mask & bit}
+        add(RawSample(arch, regs, base, buf[pos:pos + slen], mappings, cap.memory_of(pid),
+                      pac, pid, tid, comm, time_ns, cpu, kernel), key)
+        if space is None:
+            space = spaces.get((pid, id(mappings)))
 
 
 def _later_space(cap: Capture, sample: RawSample, spaces: dict[tuple[int, int], AddressSpace],

@@ -73,6 +73,7 @@ class _ReadLog:
         return self.real.unpack_from(buf, offset)  # type: ignore[return-value]
 
 
+_REG_BITS = {"pc": 1, "sp": 2, "fp": 4, "lr": 8}   # as the capture's packed samples
 _MEMO_KEYS = 4096       # register sets remembered per address space
 _MEMO_PER_KEY = 8       # distinct chains remembered per register set
 
@@ -103,20 +104,52 @@ class UnwindMemo:
         self._last_space: AddressSpace | None = None
         self._last_memo: dict[tuple[object, ...], list[Any]] = {}
 
-    def unwind(self, sample: RawSample, space: AddressSpace) -> Any:
+    @staticmethod
+    def key(stack_base: int, stack_len: int, regs: dict[str, int], pac_mask: int | None,
+            arch: str) -> tuple[object, ...]:
+        """What besides the stack words an unwind depends on (the space aside)."""
+        mask = 0
+        extra: tuple[tuple[str, int], ...] | None = None
+        for name in regs:
+            bit = _REG_BITS.get(name)
+            if bit is None:
+                extra = tuple(sorted(regs.items()))
+                break
+            mask |= bit
+        return (stack_base, stack_len, mask, regs.get("pc", 0), regs.get("sp", 0),
+                regs.get("fp", 0), regs.get("lr", 0), pac_mask, arch, extra)
+
+    def memo_for(self, space: AddressSpace) -> dict[tuple[object, ...], list[Any]]:
+        if space is self._last_space:
+            return self._last_memo
+        memo = self._memos.get(space)
+        if memo is None:
+            memo = {}
+            self._memos[space] = memo
+        self._last_space, self._last_memo = space, memo
+        return memo
+
+    def lookup(self, space: AddressSpace, key: tuple[object, ...], buf: bytes,
+               offset: int = 0) -> Any:
+        """The remembered chain for `key` whose stack words match those of the stack
+        at buf[offset:], or None."""
+        entries = self.memo_for(space).get(key)
+        if entries is not None:
+            for check, words, result in entries:
+                if check.unpack_from(buf, offset) == words:
+                    self.hits += 1
+                    return result
+        return None
+
+    def unwind(self, sample: RawSample, space: AddressSpace,
+               key: tuple[object, ...] | None = None) -> Any:
         if not self.enabled:
             return self.unwinder.unwind(sample, space)
-        if space is self._last_space:
-            memo = self._last_memo
-        else:
-            memo = self._memos.get(space)  # type: ignore[assignment]
-            if memo is None:
-                memo = {}
-                self._memos[space] = memo  # type: ignore[assignment]
-            self._last_space, self._last_memo = space, memo
         stack = sample.stack
-        key = (sample.stack_base, len(stack), sample.pac_mask, sample.arch,
-               *sample.regs.items())
+        if key is None:
+            key = self.key(sample.stack_base, len(stack), sample.regs, sample.pac_mask,
+                           sample.arch)
+        memo = self.memo_for(space)
         entries = memo.get(key)
         if entries is not None:
             for check, words, result in entries:
@@ -175,13 +208,14 @@ class Pipeline:
 
     def add(self, sample: RawSample, space: AddressSpace | None, has_user: bool = True,
             proc: Process | None = None, table: ProcessTable | None = None,
-            later: Callable[[], AddressSpace | None] | None = None) -> None:
+            later: Callable[[], AddressSpace | None] | None = None,
+            memo_key: tuple[object, ...] | None = None) -> None:
         """Unwind and count one sample.  When it fails for a reason newer maps could
         fix, the maps are re-read (live: `proc` and `table`) or the next snapshot is
         tried (`later`), and the sample is unwound again."""
         stack = None
         if has_user and space is not None:
-            stack = self.memo.unwind(sample, space)
+            stack = self.memo.unwind(sample, space, memo_key)
             if not stack.reliable and stack.reason in REFRESH_REASONS:
                 newer = None
                 if proc is not None and table is not None and table.refresh(proc):

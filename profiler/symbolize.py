@@ -146,14 +146,89 @@ def _note_build_id(data: bytes, little: bool, align: int) -> str:
     return ""
 
 
+# -- section headers without pyelftools' per-field parsing -----------------------------
+
+SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
+SHF_COMPRESSED = 0x800
+
+
+class _Section:
+    __slots__ = ("addr", "addralign", "flags", "link", "name", "offset", "size", "type")
+
+    def __init__(self, name: str, stype: int, flags: int, addr: int, offset: int, size: int,
+                 link: int, addralign: int) -> None:
+        self.name = name
+        self.type = stype
+        self.flags = flags
+        self.addr = addr
+        self.offset = offset
+        self.size = size
+        self.link = link
+        self.addralign = addralign
+
+
+def _sections(elf: ELFFile) -> list[_Section] | None:
+    """The section headers of `elf` decoded with one struct call, or None when the
+    file is anything but plain (extended numbering, compressed or out-of-file
+    sections, short reads): the callers then use pyelftools, as before."""
+    try:
+        h = elf.header
+        shoff, shnum, shentsize, shstrndx = (h["e_shoff"], h["e_shnum"], h["e_shentsize"],
+                                             h["e_shstrndx"])
+        e = "<" if elf.little_endian else ">"
+        if elf.elfclass == 64:
+            fmt = struct.Struct(e + "IIQQQQIIQQ")
+        else:
+            fmt = struct.Struct(e + "IIIIIIIIII")
+        if not shoff or not 0 < shnum < SHN_LORESERVE or shentsize != fmt.size \
+                or not 0 < shstrndx < shnum:
+            return None
+        stream = elf.stream
+        stream.seek(0, os.SEEK_END)
+        file_size = stream.tell()
+        stream.seek(shoff)
+        raw = stream.read(shnum * shentsize)
+        if len(raw) != shnum * shentsize:
+            return None
+        rows = list(fmt.iter_unpack(raw))
+        for (_n, stype, flags, _a, offset, size, *_r) in rows:
+            if flags & SHF_COMPRESSED or (stype != SHT_NOBITS and offset + size > file_size):
+                return None
+        _n, _t, _f, _a, str_off, str_size, *_r = rows[shstrndx]
+        stream.seek(str_off)
+        names = stream.read(str_size)
+        out = []
+        for (name_off, stype, flags, addr, offset, size, link, _info, align,
+             _entsize) in rows:
+            end = names.find(b"\0", name_off)
+            name = names[name_off:end if end >= 0 else len(names)].decode("utf-8", "replace")
+            out.append(_Section(name, stype, flags, addr, offset, size, link, align))
+        return out
+    except (ELFError, ValueError, struct.error, OSError, OverflowError, KeyError,
+            AttributeError):
+        return None
+
+
+def _section_data(elf: ELFFile, sec: _Section) -> bytes:
+    if sec.type == SHT_NOBITS:
+        return b""
+    elf.stream.seek(sec.offset)
+    return elf.stream.read(sec.size)  # type: ignore[no-any-return]
+
+
 def _elf_build_id(elf: ELFFile) -> str:
     little = bool(elf.little_endian)
+    table = _sections(elf)
     try:
-        sections = [s for s in elf.iter_sections() if s["sh_type"] == "SHT_NOTE"]
-        sections.sort(key=lambda s: s.name != ".note.gnu.build-id")
-        for sec in sections:
-            align = 8 if sec["sh_addralign"] == 8 else 4
-            bid = _note_build_id(sec.data(), little, align)
+        if table is not None:
+            notes = [(sec.name, sec.addralign, sec) for sec in table if sec.type == SHT_NOTE]
+        else:
+            notes = [(s.name, s["sh_addralign"], s) for s in elf.iter_sections()
+                     if s["sh_type"] == "SHT_NOTE"]
+        notes.sort(key=lambda n: n[0] != ".note.gnu.build-id")
+        for _name, addralign, sec in notes:
+            data = _section_data(elf, sec) if table is not None else sec.data()
+            bid = _note_build_id(data, little, 8 if addralign == 8 else 4)
             if bid:
                 return bid
         for seg in elf.iter_segments():
@@ -211,6 +286,10 @@ def _raw_symbols(elf: ELFFile, sec: Any) -> tuple[list[_RawSym], bytes]:
         return [], b""
     data = sec.data()
     strtab = elf.get_section(sec["sh_link"]).data()
+    return _decode_symbols(elf, data), strtab
+
+
+def _decode_symbols(elf: ELFFile, data: bytes) -> list[_RawSym]:
     e = "<" if elf.little_endian else ">"
     wanted = _WANTED_TYPES
     if elf.elfclass == 64:
@@ -225,7 +304,7 @@ def _raw_symbols(elf: ELFFile, sec: Any) -> tuple[list[_RawSym], bytes]:
         out = [(value, size, name, info & 0xF, info >> 4, shndx)
                for name, value, size, info, _other, shndx in fmt.iter_unpack(data[:usable])
                if value and shndx and info & 0xF in wanted]
-    return out, strtab
+    return out
 
 
 class _Candidate:
@@ -248,17 +327,33 @@ def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate],
     names of the sections that had any.  A damaged table is skipped with a note in
     `errors` (pyelftools raises many exception types on bad input)."""
     used: list[str] = []
+    table = _sections(elf)
     try:
-        shinfo = [(s["sh_flags"], s["sh_addr"], s["sh_size"]) for s in elf.iter_sections()]
+        if table is not None:
+            shinfo = [(sec.flags, sec.addr, sec.size) for sec in table]
+        else:
+            shinfo = [(s["sh_flags"], s["sh_addr"], s["sh_size"]) for s in elf.iter_sections()]
     except Exception as exc:  # noqa: BLE001
         errors.append(f"{label}section headers: unusable ({exc})")
         return used
     for secname in which:
         try:
-            sec = elf.get_section_by_name(secname)
-            if sec is None:
-                continue
-            raw, strtab = _raw_symbols(elf, sec)
+            if table is not None:
+                found = next((sec for sec in table if sec.name == secname), None)
+                if found is None:
+                    continue
+                if found.type not in (SHT_SYMTAB, SHT_DYNSYM):
+                    raw, strtab = [], b""
+                else:
+                    if not 0 <= found.link < len(table):
+                        raise ValueError(f"string table index {found.link} out of range")
+                    raw = _decode_symbols(elf, _section_data(elf, found))
+                    strtab = _section_data(elf, table[found.link])
+            else:
+                sec = elf.get_section_by_name(secname)
+                if sec is None:
+                    continue
+                raw, strtab = _raw_symbols(elf, sec)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{label}{secname}: unusable ({exc})")
             continue

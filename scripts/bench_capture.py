@@ -5,12 +5,19 @@
    is timed alone, under `sframe-prof -p` and under `perf record --call-graph dwarf -p`,
    at 99 Hz and 999 Hz.  The workload starts stopped (SIGSTOP), the profiler attaches,
    then SIGCONT starts the clock; the time is the workload's wall time to exit.
-2. Post-processing: the same workload recorded once by `sframe-prof record` and once by
-   `perf record --call-graph dwarf` at 999 Hz; then `sframe-prof report` (unwind,
-   symbolize, write pprof) against `perf script` (unwind, symbolize, print), compared
-   per sample.
+   The three configurations run in rounds (alone, sframe-prof, perf; the order
+   rotates every round), so a load change on a shared host hits all three; each
+   figure is the median over the rounds, with the spread (min..max) and the median of
+   the per-round slowdowns (each run against the same round's run alone).
+2. Post-processing: one larger run of the same workload recorded once by
+   `sframe-prof record` and once by `perf record --call-graph dwarf`, at 999 Hz; then
+   `sframe-prof report` (unwind, symbolize, write pprof) against `perf script`
+   (unwind, symbolize, print), alternated, medians of --pp-repeat runs each, per
+   sample.  Both are whole commands, interpreter start-up included; the project's
+   Python bytecode is compiled once first, as an installed package has it.
 
 Run as root:  .venv/bin/python scripts/bench_capture.py [--rounds N] [--repeat K]
+                  [--pp-rounds N] [--pp-repeat K]
 """
 
 from __future__ import annotations
@@ -30,27 +37,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PROG = REPO / "tests" / "targets" / "v1host-x86_64-O2" / "prog"
 PY = sys.executable
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed_workload(args: argparse.Namespace, attach: list[str] | None,
-                   ready: str | None) -> float:
+def timed_workload(rounds: int, attach: list[str] | None, ready: str | None) -> float:
     """Wall seconds of the workload, optionally with a profiler attached to it."""
-    target = subprocess.Popen([str(PROG), str(args.rounds), "1000", "0"])
+    target = subprocess.Popen([str(PROG), str(rounds), "1000", "0"])
     os.kill(target.pid, signal.SIGSTOP)
     prof = None
     if attach is not None:
         cmd = [a.replace("{pid}", str(target.pid)) for a in attach]
-        prof = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        prof = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, env=ENV)
         if ready:
             assert prof.stderr is not None
             while True:
                 line = prof.stderr.readline()
                 if not line:
+                    target.kill()
                     raise SystemExit(f"profiler exited early: {' '.join(cmd)}")
                 if ready in line:
                     break
-        else:
-            time.sleep(1.5)
+        time.sleep(1.0)   # perf prints nothing when ready; both get the same settling time
     t0 = time.perf_counter()
     os.kill(target.pid, signal.SIGCONT)
     target.wait()
@@ -61,58 +69,97 @@ def timed_workload(args: argparse.Namespace, attach: list[str] | None,
             prof.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             prof.kill()
+            prof.wait()
     return elapsed
 
 
-def median_time(args: argparse.Namespace, attach: list[str] | None, ready: str | None) -> float:
-    return statistics.median(timed_workload(args, attach, ready) for _ in range(args.repeat))
+def spread(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):.3f} s, min {min(xs):.3f}, max {max(xs):.3f}"
 
 
 def slowdowns(args: argparse.Namespace, tmp: str) -> None:
-    base = median_time(args, None, None)
-    print(f"workload alone: {base:.3f} s (median of {args.repeat})")
+    print(f"workload: {PROG.relative_to(REPO)} {args.rounds} 1000 0 (one thread); "
+          f"{args.repeat} rounds per rate, order rotating")
     for hz in (99, 999):
-        ours = median_time(args, [PY, "-m", "profiler", "-p", "{pid}", "-F", str(hz), "-o",
-                                  os.path.join(tmp, "b.pb.gz")], "sframe-prof: sampling")
-        perf = median_time(args, ["perf", "record", "-q", "-F", str(hz), "-e", "cpu-clock",
-                                  "--call-graph", "dwarf,16384", "-o",
-                                  os.path.join(tmp, "perf.data"), "-p", "{pid}"], None)
-        s_ours, s_perf = ours / base - 1, perf / base - 1
-        print(f"{hz:>4} Hz: sframe-prof {ours:.3f} s ({s_ours:+.2%}), "
-              f"perf record --call-graph dwarf {perf:.3f} s ({s_perf:+.2%})")
+        configs = {
+            "alone": (None, None),
+            "sframe-prof": ([PY, "-m", "profiler", "-p", "{pid}", "-F", str(hz), "-o",
+                             os.path.join(tmp, "b.pb.gz")], "sframe-prof: sampling"),
+            "perf": (["perf", "record", "-q", "-F", str(hz), "-e", "cpu-clock",
+                      "--call-graph", "dwarf,16384", "-o", os.path.join(tmp, "perf.data"),
+                      "-p", "{pid}"], None),
+        }
+        names = list(configs)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(args.repeat):
+            order = names[r % 3:] + names[:r % 3]
+            for name in order:
+                attach, ready = configs[name]
+                times[name].append(timed_workload(args.rounds, attach, ready))
+        base = statistics.median(times["alone"])
+        print(f"{hz:>4} Hz  alone        {spread(times['alone'])}")
+        slow = {}
+        for name in ("sframe-prof", "perf"):
+            ts = times[name]
+            paired = [t / b - 1 for t, b in zip(ts, times["alone"])]
+            slow[name] = statistics.median(ts) / base - 1
+            label = "perf record --call-graph dwarf" if name == "perf" else name
+            print(f"{hz:>4} Hz  {label:<12} {spread(ts)}: slowdown {slow[name]:+.2%} "
+                  f"(per-round median {statistics.median(paired):+.2%}, "
+                  f"range {min(paired):+.2%}..{max(paired):+.2%})")
+        goal = " (goal: <= +1.00%)" if hz == 99 else ""
+        print(f"{hz:>4} Hz  slowdown sframe-prof {slow['sframe-prof']:+.2%} vs perf "
+              f"{slow['perf']:+.2%}; difference {slow['sframe-prof'] - slow['perf']:+.2%} "
+              f"of the workload{goal}")
 
 
 def postprocessing(args: argparse.Namespace, tmp: str) -> None:
     cap = os.path.join(tmp, "run.sfcap")
     data = os.path.join(tmp, "perf999.data")
-    rounds = str(args.rounds)
+    rounds = str(args.pp_rounds)
     subprocess.run([PY, "-m", "profiler", "record", "-q", "-F", "999", "-o", cap, "--",
-                    str(PROG), rounds, "1000", "0"], check=True)  # prog's exit is its sum
+                    str(PROG), rounds, "1000", "0"], check=True, env=ENV)
     subprocess.run(["perf", "record", "-q", "-F", "999", "-e", "cpu-clock", "--call-graph",
                     "dwarf,16384", "-o", data, "--", str(PROG), rounds, "1000", "0"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # exit = prog's
-    t0 = time.perf_counter()
-    rep = subprocess.run([PY, "-m", "profiler", "report", cap, "-o",
-                          os.path.join(tmp, "rep.pb.gz")], capture_output=True, text=True,
-                         check=True)
-    ours = time.perf_counter() - t0
-    n_ours = int(re.search(r"(\d+) samples", rep.stderr).group(1))  # type: ignore[union-attr]
-    t0 = time.perf_counter()
-    out = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True,
-                         check=True).stdout
-    perf = time.perf_counter() - t0
-    n_perf = sum(1 for line in out.splitlines() if line and not line[0].isspace())
-    per_ours, per_perf = ours / n_ours, perf / n_perf
-    print(f"post-processing: sframe-prof report {n_ours} samples in {ours:.2f} s "
-          f"({per_ours * 1e6:.0f} us/sample, incl. interpreter start); perf script "
-          f"{n_perf} samples in {perf:.2f} s ({per_perf * 1e6:.0f} us/sample)")
-    print(f"ratio perf script / sframe-prof report per sample: {per_perf / per_ours:.2f}x")
+    ours: list[float] = []
+    theirs: list[float] = []
+    n_ours = n_perf = 0
+    for _ in range(args.pp_repeat):
+        t0 = time.perf_counter()
+        rep = subprocess.run([PY, "-m", "profiler", "report", cap, "-o",
+                              os.path.join(tmp, "rep.pb.gz")], capture_output=True, text=True,
+                             check=True, env=ENV)
+        ours.append(time.perf_counter() - t0)
+        n_ours = int(re.search(r"(\d+) samples", rep.stderr).group(1))  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        out = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True,
+                             check=True).stdout
+        theirs.append(time.perf_counter() - t0)
+        n_perf = sum(1 for line in out.splitlines() if line and not line[0].isspace())
+    t_ours, t_perf = statistics.median(ours), statistics.median(theirs)
+    per_ours, per_perf = t_ours / n_ours, t_perf / n_perf
+    print(f"post-processing ({args.pp_rounds} rounds of the workload at 999 Hz, medians of "
+          f"{args.pp_repeat}, whole commands incl. start-up):")
+    print(f"  sframe-prof report  N = {n_ours} samples: {t_ours:.3f} s "
+          f"(min {min(ours):.3f}, max {max(ours):.3f}), {per_ours * 1e6:.1f} us/sample")
+    print(f"  perf script         N = {n_perf} samples: {t_perf:.3f} s "
+          f"(min {min(theirs):.3f}, max {max(theirs):.3f}), {per_perf * 1e6:.1f} us/sample")
+    print(f"  ratio perf script / sframe-prof report per sample: {per_perf / per_ours:.2f}x "
+          f"(goal: >= 5x)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20000, help="workload size (default 20000)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=20000,
+                    help="workload size for the slowdowns (default 20000, about 2 s)")
+    ap.add_argument("--repeat", type=int, default=7, help="rounds per rate (default 7)")
+    ap.add_argument("--pp-rounds", type=int, default=200000,
+                    help="workload size for post-processing (default 200000: about "
+                         "20000 samples at 999 Hz)")
+    ap.add_argument("--pp-repeat", type=int, default=3)
+    ap.add_argument("--skip-slowdown", action="store_true")
+    ap.add_argument("--skip-post", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_capture.py needs root (BPF and perf events)", file=sys.stderr)
@@ -120,9 +167,14 @@ def main() -> int:
     if shutil.which("perf") is None:
         print("perf not found (Debian: linux-perf)", file=sys.stderr)
         return 1
+    # As an installed package: bytecode compiled once, not at every start.
+    subprocess.run([PY, "-m", "compileall", "-q", str(REPO / "profiler")], check=True,
+                   stdout=subprocess.DEVNULL, env=ENV)
     with tempfile.TemporaryDirectory() as tmp:
-        slowdowns(args, tmp)
-        postprocessing(args, tmp)
+        if not args.skip_slowdown:
+            slowdowns(args, tmp)
+        if not args.skip_post:
+            postprocessing(args, tmp)
     return 0
 
 

@@ -383,52 +383,133 @@ class Capture:
         """Every complete sample, in file order, with its process's maps and memory."""
         if not self._sample_spans:
             return
-        # pread, not mmap: copying from the page cache costs less than a page fault
-        # for every page of a large capture.
+        for block in self.iter_blocks():
+            if isinstance(block, PackedSamples):
+                yield from self._unpack_batch(block)
+            else:
+                yield block
+
+    __iter__ = iter_samples
+
+    def iter_blocks(self) -> Iterator[RawSample | PackedSamples]:
+        """The samples in file order: a RawSample per Sample record, a PackedSamples
+        per batch (for callers that want to skip building RawSamples)."""
+        if not self._sample_spans:
+            return
         try:
             f = open(self.path, "rb")  # noqa: SIM115 - closed below, also on an error
         except OSError as e:
             raise CaptureError(f"{self.path}: {e.strerror or e}") from None
-        with f:
-            fd = f.fileno()
+        with f, _map(f) as mm:
             rec = capture_pb2.Record()
             for start, end, n, raw in self._sample_spans:
-                data = os.pread(fd, end - start, start)
-                if len(data) != end - start:
+                if end > len(mm):
                     raise CaptureError(f"{self.path}: file shrank while being read")
-                if raw:
-                    yield from self._unpack_batch(data, n, start)
+                if raw:     # read in place: only the words looked at are touched
+                    yield PackedSamples(self.path, mm, n, start, end)
                     continue
-                rec.ParseFromString(data)
+                rec.ParseFromString(mm[start:end])
                 if n:
-                    yield from self._unpack_batch(rec.samples.packed, n, start)
+                    packed = rec.samples.packed
+                    yield PackedSamples(self.path, packed, n, 0, len(packed))
                 else:
                     yield self._raw_sample(rec.sample)
 
-    __iter__ = iter_samples
-
-    def _unpack_batch(self, buf: bytes, n: int, at: int) -> Iterator[RawSample]:
-        """The samples of one SampleBatch; CaptureError if they do not fill it exactly."""
+    def _unpack_batch(self, batch: PackedSamples) -> Iterator[RawSample]:
         arch, pac_mask = self.header.arch, self.header.pac_mask
+        maps_at = self.mappings_at
+        memories: dict[int, tuple[tuple[int, bytes], ...]] = {}
+        buf = batch.buf
+        for (pid, tid, cpu, mask, comm, kernel, time_ns, base, pc, sp, fp, lr, pos,
+             slen) in batch:
+            if mask == 7:
+                regs = {"pc": pc, "sp": sp, "fp": fp}
+            else:
+                regs = {name: v for name, v, bit in (("pc", pc, 1), ("sp", sp, 2),
+                                                    ("fp", fp, 4), ("lr", lr, 8))
+                        if mask & bit}
+            memory = memories.get(pid)
+            if memory is None:
+                memory = memories[pid] = self.memory_of(pid)
+            yield RawSample(arch, regs, base, buf[pos:pos + slen], maps_at(pid, time_ns),
+                            memory, pac_mask, pid, tid, comm, time_ns, cpu, kernel)
+
+    def mappings_at(self, pid: int, time_ns: int) -> tuple[Mapping, ...]:
+        """The mappings of maps_at(), () if there are none."""
+        snaps = self.maps.get(pid)
+        if snaps is not None and len(snaps) == 1:
+            return snaps[0].mappings
+        snap = self.maps_at(pid, time_ns)
+        return snap.mappings if snap is not None else ()
+
+    def memory_of(self, pid: int) -> tuple[tuple[int, bytes], ...]:
+        """The extra memory (vDSO image) recorded for `pid`, as RawSample.memory."""
+        return tuple((b.start, b.data) for b in self.memory.get(pid, ()))
+
+    def _raw_sample(self, s: capture_pb2.Sample) -> RawSample:
+        snap = self.maps_at(s.pid, s.time_ns)
+        return RawSample(
+            arch=self.header.arch,
+            regs=dict(s.regs),
+            stack_base=s.stack_base,
+            stack=bytes(s.stack),
+            mappings=snap.mappings if snap is not None else (),
+            memory=self.memory_of(s.pid),
+            pac_mask=self.header.pac_mask,
+            pid=s.pid, tid=s.tid, comm=s.comm, time_ns=s.time_ns, cpu=s.cpu,
+            kernel_stack=tuple(s.kernel_stack),
+        )
+
+
+def _map(f: BinaryIO) -> mmap.mmap:
+    """The file mapped read-only, its pages mapped in at once where the system can
+    (cheaper than a page fault per page, and no copy)."""
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    try:
+        return mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+    except OSError as e:
+        raise CaptureError(f"{f.name}: {e.strerror or e}") from None
+
+
+class PackedSamples:
+    """One SampleBatch's bytes; iterating gives each sample's fields, checked:
+    (pid, tid, cpu, regs present, comm, kernel pcs, time_ns, stack_base, pc, sp, fp,
+    lr, offset of the stack bytes in `buf`, stack length).  CaptureError if the
+    samples do not fill the batch exactly."""
+
+    __slots__ = ("path", "buf", "n", "start", "end")
+
+    def __init__(self, path: str, buf: bytes | mmap.mmap, n: int, start: int,
+                 end: int) -> None:
+        self.path = path
+        self.buf = buf        # the samples are buf[start:end]; offsets are into buf
+        self.n = n
+        self.start = start
+        self.end = end
+
+    def _corrupt(self, what: str) -> CaptureError:
+        return CaptureError(f"{self.path}: sample batch at offset {self.start} is corrupt "
+                            f"({what})")
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int, str, tuple[int, ...], int, int,
+                                         int, int, int, int, int, int]]:
+        buf, n = self.buf, self.n
         unpack = _PACKED.unpack_from
         head = _PACKED.size
         comms: dict[bytes, str] = {}
         kstructs: dict[int, struct.Struct] = {}
-        maps_at = self._mappings_at
-        memories: dict[int, tuple[tuple[int, bytes], ...]] = {}
-        pos = 0
-        size = len(buf)
+        pos = self.start
+        size = self.end
         for i in range(n):
             if pos + head > size:
-                raise CaptureError(f"{self.path}: sample batch at offset {at} is corrupt "
-                                   f"(packed sample {i} of {n} cut short)")
+                raise self._corrupt(f"packed sample {i} of {n} cut short")
             (pid, tid, cpu, mask, clen, nk, time_ns, base, pc, sp, fp, lr,
              slen) = unpack(buf, pos)
-            if mask & ~0xF or pos + head + clen + 8 * nk + slen > size:
-                raise CaptureError(f"{self.path}: sample batch at offset {at} is corrupt "
-                                   f"(packed sample {i} of {n}: " + (
-                                       f"unknown register bits 0x{mask:x})" if mask & ~0xF
-                                       else "cut short)"))
+            if mask & ~0xF:
+                raise self._corrupt(f"packed sample {i} of {n}: unknown register bits "
+                                    f"0x{mask:x}")
+            if pos + head + clen + 8 * nk + slen > size:
+                raise self._corrupt(f"packed sample {i} of {n}: cut short")
             pos += head
             cb = buf[pos:pos + clen]
             comm = comms.get(cb)
@@ -442,46 +523,12 @@ class Capture:
                     ks = kstructs[nk] = struct.Struct(f"<{nk}Q")
                 kernel = ks.unpack_from(buf, pos)
                 pos += 8 * nk
-            stack = buf[pos:pos + slen]
+            yield (pid, tid, cpu, mask, comm, kernel, time_ns, base, pc, sp, fp, lr, pos,
+                   slen)
             pos += slen
-            if mask == 7:
-                regs = {"pc": pc, "sp": sp, "fp": fp}
-            else:
-                regs = {name: v for name, v, bit in (("pc", pc, 1), ("sp", sp, 2),
-                                                    ("fp", fp, 4), ("lr", lr, 8))
-                        if mask & bit}
-            memory = memories.get(pid)
-            if memory is None:
-                memory = memories[pid] = self._memory_of(pid)
-            yield RawSample(arch, regs, base, stack, maps_at(pid, time_ns), memory,
-                            pac_mask, pid, tid, comm, time_ns, cpu, kernel)
         if pos != size:
-            raise CaptureError(f"{self.path}: sample batch at offset {at} is corrupt ({n} "
-                               f"packed samples take {pos} bytes, the batch has {size})")
-
-    def _mappings_at(self, pid: int, time_ns: int) -> tuple[Mapping, ...]:
-        snaps = self.maps.get(pid)
-        if snaps is not None and len(snaps) == 1:
-            return snaps[0].mappings
-        snap = self.maps_at(pid, time_ns)
-        return snap.mappings if snap is not None else ()
-
-    def _memory_of(self, pid: int) -> tuple[tuple[int, bytes], ...]:
-        return tuple((b.start, b.data) for b in self.memory.get(pid, ()))
-
-    def _raw_sample(self, s: capture_pb2.Sample) -> RawSample:
-        snap = self.maps_at(s.pid, s.time_ns)
-        return RawSample(
-            arch=self.header.arch,
-            regs=dict(s.regs),
-            stack_base=s.stack_base,
-            stack=bytes(s.stack),
-            mappings=snap.mappings if snap is not None else (),
-            memory=self._memory_of(s.pid),
-            pac_mask=self.header.pac_mask,
-            pid=s.pid, tid=s.tid, comm=s.comm, time_ns=s.time_ns, cpu=s.cpu,
-            kernel_stack=tuple(s.kernel_stack),
-        )
+            raise self._corrupt(f"{n} packed samples take {pos - self.start} bytes, the "
+                                f"batch has {size - self.start}")
 
 
 def _read_varint(buf: bytes | mmap.mmap, pos: int) -> tuple[int, int] | None:
