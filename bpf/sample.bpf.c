@@ -7,6 +7,8 @@
  *   ARCH_ARM64 or ARCH_X86_64   which register layout to read
  *   STACK_BYTES, MAX_KSTACK     record size (see sample.h)
  *   USE_RINGBUF, RINGBUF_PAGES  ring buffer (kernel >= 5.8) or per-CPU perf buffer
+ *   WAKEUP_EVERY                ring buffer: wake the reader every this many samples
+ *                               of a CPU (it also drains the buffer on a timer)
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -18,8 +20,12 @@ BPF_ARRAY(config, u32, 3);                 /* [0] system-wide, [1] our own tgid,
 BPF_ARRAY(counters, u64, NUM_COUNTERS);
 
 #if USE_RINGBUF
+#ifndef WAKEUP_EVERY
+#define WAKEUP_EVERY 1
+#endif
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_RINGBUF_OUTPUT(forks, 16);
+BPF_PERCPU_ARRAY(since_wakeup, u32, 1);
 #else
 BPF_PERF_OUTPUT(events);
 BPF_PERF_OUTPUT(forks);
@@ -130,7 +136,22 @@ done:
         count(CNT_SHORT_COPY);
     s->stack_len = off;
 #if USE_RINGBUF
-    events.ringbuf_submit(s, 0);
+    /* A wakeup per sample costs the reader a context switch (and this CPU an IPI)
+     * per sample; the reader drains the buffer on its own every poll interval, so
+     * only every WAKEUP_EVERY-th sample of a CPU wakes it, early enough that the
+     * buffer never fills between two polls. */
+    {
+        int zero = 0;
+        u32 *n = since_wakeup.lookup(&zero);
+        u64 flags = BPF_RB_FORCE_WAKEUP;
+        if (n) {
+            if (++*n < WAKEUP_EVERY)
+                flags = BPF_RB_NO_WAKEUP;
+            else
+                *n = 0;
+        }
+        events.ringbuf_submit(s, flags);
+    }
 #else
     u32 len = offsetof(struct sframe_sample, stack) + off;
     if (len > sizeof(struct sframe_sample))

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 REFRESH_REASONS = ("pc-not-mapped", "ra-not-executable", "object-unavailable")
 MAPS_RECHECK_S = 0.25   # record mode: how often the targets' maps are re-read
+# Live runs on chosen targets unwind after sampling, not while the targets run (the
+# profiler would compete with them for CPU); the samples wait in memory, and are
+# unwound early when their stack bytes pass this bound.
+DEFER_MAX_BYTES = 64 << 20
 
 
 @dataclass
@@ -319,6 +323,11 @@ class LiveSession:
         self.kernel_pcs: set[int] = set()     # record mode: named at the end
         self.received = 0
         self.internal_errors = 0
+        # -p / -- CMD: defer unwinding (see DEFER_MAX_BYTES); -a: unwind as samples come
+        self.defer = not opts.system_wide
+        self._pending: list[tuple[RawSample, Process | None, AddressSpace | None, bool]] = []
+        self._pending_bytes = 0
+        self._opened: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
 
     # -- target processes --------------------------------------------------------
 
@@ -429,6 +438,11 @@ class LiveSession:
                 self._consume(records)
             counters = sampler.counters()
         finally:
+            try:
+                self._unwind_pending()
+            except BaseException:
+                self._pending = []
+                raise
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             sampler.close()
@@ -475,10 +489,37 @@ class LiveSession:
             try:
                 self._consume_one(r)
             except Exception as exc:  # noqa: BLE001 - one bad sample never ends the run
-                self.internal_errors += 1
-                if self.internal_errors == 1:
-                    print(f"sframe-prof: warning: a sample could not be processed "
-                          f"({type(exc).__name__}: {exc}); continuing", file=sys.stderr)
+                self._internal_error(exc)
+        if self._pending_bytes > DEFER_MAX_BYTES:
+            self._unwind_pending()
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.internal_errors += 1
+        if self.internal_errors == 1:
+            print(f"sframe-prof: warning: a sample could not be processed "
+                  f"({type(exc).__name__}: {exc}); continuing", file=sys.stderr)
+
+    def _unwind_pending(self) -> None:
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for sample, proc, space, has_user in pending:
+            try:
+                self.pipeline.add(sample, space, has_user, proc, self.table)
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error(exc)
+
+    def _open_objects(self, space: AddressSpace) -> None:
+        """Open the files behind a new address space's executable mappings now, while
+        the process lives (through /proc/PID/map_files), so that unwinding it later
+        needs neither the process nor the paths.  Parsing their tables waits."""
+        if space in self._opened:
+            return
+        self._opened.add(space)
+        for m in space.maps:
+            if m.executable and (m.path.startswith("/") or m.path == "[vdso]"):
+                try:
+                    space.object_for(m)
+                except Exception as exc:  # noqa: BLE001 - unwinding will say why
+                    self._internal_error(exc)
 
     def _consume_one(self, r: BpfRecord) -> None:
         proc = self.table.get(r.pid)
@@ -487,11 +528,22 @@ class LiveSession:
             if r.has_user and proc.space is not None and proc.space.find(r.regs["pc"]) is None:
                 self.table.refresh(proc)
             self._record_maps(proc)
+        elif self.defer and proc is not None:
+            # Unwinding waits; only what cannot wait is done now: new maps when the pc
+            # is outside the known ones (dlopen, exec), and the files they map.
+            if r.has_user and proc.space is not None and proc.space.find(r.regs["pc"]) is None:
+                self.table.refresh(proc)
+            if proc.space is not None:
+                self._open_objects(proc.space)
         sample = RawSample(
             arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
             mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
             pac_mask=self.opts.pac_mask, pid=r.pid, tid=r.tid, comm=r.comm,
             time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
+        if self.defer and self.writer is None:
+            self._pending.append((sample, proc, proc.space if proc else None, r.has_user))
+            self._pending_bytes += len(r.stack)
+            return
         if self.writer is not None:
             self.writer.add_sample(sample)
             if r.kstack:

@@ -156,8 +156,13 @@ class BpfSampler:
         if follow_children and not self.follow_children:
             self.warnings.append("child processes are not followed: tracefs is not "
                                  "mounted and could not be mounted")
+        # Ring buffer wakeups: a quarter of its records, shared by the CPUs, may wait
+        # for the reader's timed drain (poll) before one sample wakes it.
+        records = ringbuf_pages * 4096 // ct.sizeof(self.struct)
+        wakeup_every = max(1, records // (4 * (os.cpu_count() or 1)))
         cflags = [f"-I{d}", _arch_flag(), f"-DSTACK_BYTES={stack_size}", "-DMAX_KSTACK=127",
                   f"-DUSE_RINGBUF={int(use_ringbuf)}", f"-DRINGBUF_PAGES={ringbuf_pages}",
+                  f"-DWAKEUP_EVERY={wakeup_every}",
                   f"-DFOLLOW_CHILDREN={int(self.follow_children)}"]
         try:
             self.bpf = bcc.BPF(src_file=str(d / "sample.bpf.c").encode(), cflags=cflags)
@@ -233,7 +238,10 @@ class BpfSampler:
 
     def poll(self, timeout_ms: int = 100) -> list[BpfRecord]:
         if self.transport == "ringbuf":
+            # Returns on a wakeup (every WAKEUP_EVERY samples of a CPU) or at the
+            # timeout; then take whatever is in the buffer, woken or not.
             self.bpf.ring_buffer_poll(timeout_ms)
+            self.bpf.ring_buffer_consume()
         else:
             self.bpf.perf_buffer_poll(timeout_ms)
         out, self._pending = self._pending, []
