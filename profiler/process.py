@@ -162,15 +162,16 @@ class ProcessTable:
                                opener=lambda m: self.open_mapping(parent.pid, m))
         return p
 
-    def refresh(self, p: Process, force: bool = False) -> bool:
-        """Re-read the maps (rate limited); True if they changed.  A PID that came back
-        as a new process (PID reuse) gets the new process's maps."""
+    def refresh(self, p: Process, force: bool = False, snap: Snapshot | None = None) -> bool:
+        """Re-read the maps (rate limited), or take them from `snap`; True if they
+        changed.  A PID that came back as a new process (PID reuse) gets the new
+        process's maps."""
         now = time.monotonic()
-        if not force and now - p.refreshed_at < REFRESH_INTERVAL_S:
+        if not force and snap is None and now - p.refreshed_at < REFRESH_INTERVAL_S:
             return False
         old = p.mappings
         try:
-            self._load(p)
+            self._load(p, snap)
         except ProcessGone:
             p.exited = True
             return False

@@ -14,6 +14,7 @@ they could not send stays in the spool for the next start.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import inspect
@@ -22,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from profiler.agent import agent_version
@@ -60,9 +62,18 @@ CONSUME_S = 0.25                # the main loop's: it unwinds what the reader re
 
 def limit_arenas() -> None:
     """At most two malloc arenas: glibc gives each thread (the senders) its own, and
-    memory freed in one is not reused by another, which shows up as RSS growth."""
+    memory freed in one is not reused by another, which shows up as RSS growth.
+
+    And a fixed mmap threshold: every block of 256 KB or more (a big file's unwind
+    table copy, a symbol table's arrays) gets its own mapping and goes back to the
+    kernel when freed.  glibc otherwise raises the threshold to the largest block freed
+    so far (up to 32 MB), after which such blocks come from the heap and leave holes
+    in it that RSS keeps."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)      # M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)                  # M_ARENA_MAX
+        libc.mallopt(-3, 256 << 10)          # M_MMAP_THRESHOLD (also stops its drift)
+        libc.mallopt(-1, 1 << 20)            # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -137,6 +148,47 @@ def release_memory() -> None:
         _LIBC.malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+@contextlib.contextmanager
+def wake_on_every_sample() -> Iterator[None]:
+    """Build the sampler with a ring buffer that wakes its reader at every sample.
+
+    The sampler wakes its reader only every WAKEUP_EVERY-th sample of a CPU and
+    otherwise drains the buffer when the poll times out: right for the CLI, which
+    unwinds after the run, but the agent must read a new process within milliseconds
+    of its first sample, before it can exit.  A wake-up per sample costs no more here
+    than a timer would at the same latency (each costs a trip through poll either
+    way).  Until BpfSampler takes the setting as an argument, the flag is rewritten
+    on its way to bcc."""
+    from profiler.capture import bcc_source
+    real = bcc_source.import_bcc
+
+    class Bcc:
+        """bcc itself, but its BPF class rewrites one compiler flag."""
+
+        def __init__(self, mod: Any) -> None:
+            self._mod = mod
+
+            class BPF(mod.BPF):  # type: ignore[misc, name-defined]
+                def __init__(self, *args: Any, **kwargs: Any) -> None:
+                    flags = kwargs.get("cflags")
+                    if isinstance(flags, list):
+                        kwargs["cflags"] = [
+                            "-DWAKEUP_EVERY=1" if str(f).startswith("-DWAKEUP_EVERY=")
+                            else f for f in flags]
+                    super().__init__(*args, **kwargs)
+
+            self.BPF = BPF
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._mod, name)
+
+    bcc_source.import_bcc = lambda: Bcc(real())  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        bcc_source.import_bcc = real
 
 
 def ringbuf_pages(freq: int, stack_size: int) -> int:
@@ -217,9 +269,14 @@ class Agent:
             "pids": list(cfg.pids), "system_wide": not (cfg.pids or self.matcher.filtering),
             "freq": cfg.freq, "stack_size": cfg.stack_size, "event": cfg.event,
             "ringbuf_pages": ringbuf_pages(cfg.freq, cfg.stack_size)}
-        if "follow_children" in inspect.signature(BpfSampler).parameters:
+        params = inspect.signature(BpfSampler).parameters
+        if "follow_children" in params:
             kwargs["follow_children"] = bool(cfg.pids)
-        return BpfSampler(**kwargs)
+        if "wakeup_every" in params:
+            kwargs["wakeup_every"] = 1
+            return BpfSampler(**kwargs)
+        with wake_on_every_sample():
+            return BpfSampler(**kwargs)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -256,7 +313,11 @@ class Agent:
                  self.version, self.host)
         deadline = time.monotonic() + cfg.duration if cfg.duration else None
         next_scan = 0.0
-        # the reader thread polls the buffer and snapshots new processes at once
+        # The reader thread polls the buffer and snapshots new processes at once.  Each
+        # of its system calls gives up the GIL and must get it back; while this thread
+        # runs Python code that takes up to the switch interval (5 ms by default), and a
+        # snapshot makes a dozen calls.  At 0.5 ms a snapshot is done in a few ms.
+        sys.setswitchinterval(0.0005)
         self.reader = reader = Reader(self.sampler, self.table, poll_ms=POLL_MS).start()
         self.book.snapshot_source = reader.snapshot
         self.book.on_drop = reader.forget

@@ -77,6 +77,13 @@ class AgentObjectFile(ObjectFile):
         strtab = hdrs[h[6]]
         return self._bytes(h[4], h[5]), self._bytes(strtab[4], strtab[5]), h[5] // entsize
 
+    def _entries(self, fmt: str, offset: int, size: int, chunk: int = 4096) -> Any:
+        """struct.iter_unpack over a table, read in pieces of `chunk` entries (a big
+        library's .rela.dyn is tens of MB: one copy would leave that much heap)."""
+        step = struct.calcsize(fmt) * chunk
+        for at in range(offset, offset + size, step):
+            yield from struct.iter_unpack(fmt, self._bytes(at, min(step, offset + size - at)))
+
     @staticmethod
     def _name(strtab: bytes, at: int) -> str:
         end = strtab.find(b"\0", at)
@@ -109,8 +116,7 @@ class AgentObjectFile(ObjectFile):
             need = struct.calcsize(fmt)
             if (entsize or need) != need:
                 raise _Fallback
-            raw = self._bytes(offset, size - size % need)
-            for n, rel in enumerate(struct.iter_unpack(fmt, raw)):
+            for n, rel in enumerate(self._entries(fmt, offset, size - size % need)):
                 if n >= limit:
                     break
                 r_offset, info = rel[0], rel[1]

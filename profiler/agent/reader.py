@@ -38,8 +38,8 @@ class Reader:
         self.poll_ms = poll_ms
         self.files = files
         self._batches: deque[list[Any]] = deque()
-        self._snaps: OrderedDict[int, Snapshot] = OrderedDict()
-        self._seen: set[int] = set()
+        self._snaps: OrderedDict[int, list[Snapshot]] = OrderedDict()
+        self._seen: dict[int, set[str]] = {}      # pid -> thread names seen
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = False
@@ -58,7 +58,7 @@ class Reader:
         self._stop = True
         self.thread.join(max(1.0, 4 * self.poll_ms / 1000))
         with self._lock:
-            snaps = list(self._snaps.values())
+            snaps = [s for queue in self._snaps.values() for s in queue]
             self._snaps.clear()
         for snap in snaps:
             snap.close()
@@ -72,8 +72,15 @@ class Reader:
                 if not records:
                     continue
                 for r in records:
-                    if r.pid not in self._seen and r.pid > 0:
-                        self._take(r.pid)
+                    comms = self._seen.get(r.pid)
+                    if comms is None:
+                        if r.pid > 0:
+                            self._take(r.pid, r.comm)
+                    elif r.comm not in comms and len(comms) < 64:
+                        # a new thread name: a new thread, or an exec (a forked child
+                        # sampled before it exec'd); the main loop checks which
+                        comms.add(r.comm)
+                        self._take(r.pid, r.comm)
                 with self._lock:
                     self._batches.append(records)
                 self._ready.set()
@@ -81,20 +88,23 @@ class Reader:
             self.error = exc
             self._ready.set()
 
-    def _take(self, pid: int) -> None:
-        if len(self._seen) >= MAX_SEEN:
-            self._seen.clear()
-        self._seen.add(pid)
+    def _take(self, pid: int, comm: str) -> None:
+        if pid not in self._seen:
+            if len(self._seen) >= MAX_SEEN:
+                self._seen.clear()
+            self._seen[pid] = {comm}
         snap = self.table.snapshot(pid, self.files)
         self.snapshots += 1
         old: list[Snapshot] = []
         with self._lock:
-            prev = self._snaps.pop(pid, None)
-            if prev is not None:
-                old.append(prev)
-            self._snaps[pid] = snap
+            queue = self._snaps.get(pid)
+            if queue is None:
+                queue = self._snaps[pid] = []
+            queue.append(snap)
+            if len(queue) > 4:
+                old.append(queue.pop(0))
             while len(self._snaps) > MAX_SNAPSHOTS:
-                old.append(self._snaps.popitem(last=False)[1])
+                old.extend(self._snaps.popitem(last=False)[1])
         for s in old:
             s.close()
 
@@ -117,24 +127,31 @@ class Reader:
         return [r for b in batches for r in b]
 
     def snapshot(self, pid: int) -> Snapshot | None:
-        """The snapshot taken for `pid` (the caller closes it), if any."""
+        """The oldest snapshot taken for `pid` not handed out yet (the caller closes
+        it), if any: first the one of its first sample, then one per new thread name."""
         with self._lock:
-            return self._snaps.pop(pid, None)
+            queue = self._snaps.get(pid)
+            if not queue:
+                return None
+            snap = queue.pop(0)
+            if not queue:
+                del self._snaps[pid]
+            return snap
 
     def expire(self, max_age: float, now: float) -> int:
         """Close snapshots nobody took within `max_age` seconds (their PID was known
         already); returns how many."""
         with self._lock:
-            old = [pid for pid, s in self._snaps.items() if now - s.taken > max_age]
-            snaps = [self._snaps.pop(pid) for pid in old]
+            old = [pid for pid, q in self._snaps.items() if now - q[-1].taken > max_age]
+            snaps = [s for pid in old for s in self._snaps.pop(pid)]
         for s in snaps:
             s.close()
         return len(snaps)
 
     def forget(self, pid: int) -> None:
         """`pid` was dropped: its next sample gets a new snapshot (PID reuse)."""
-        self._seen.discard(pid)
+        self._seen.pop(pid, None)
         with self._lock:
-            snap = self._snaps.pop(pid, None)
-        if snap is not None:
+            snaps = self._snaps.pop(pid, [])
+        for snap in snaps:
             snap.close()

@@ -338,10 +338,12 @@ def test_reader_hands_out_records_in_order_with_snapshots() -> None:
     @dataclass
     class Rec:
         pid: int
+        comm: str = "python3"
 
     class FakeSampler:
         def __init__(self) -> None:
-            self.batches = [[Rec(os.getpid()), Rec(os.getpid())], [Rec(1)]]
+            self.batches = [[Rec(os.getpid()), Rec(os.getpid())], [Rec(1)],
+                            [Rec(os.getpid(), "prog")]]    # an exec: snapshotted again
 
         def poll(self, timeout_ms: int) -> list[Rec]:
             if self.batches:
@@ -355,14 +357,49 @@ def test_reader_hands_out_records_in_order_with_snapshots() -> None:
         got: list[Rec] = []
         import time
         deadline = time.monotonic() + 10
-        while len(got) < 3 and time.monotonic() < deadline:
+        while len(got) < 4 and time.monotonic() < deadline:
             got += reader.get(0.1)
-        assert [r.pid for r in got] == [os.getpid(), os.getpid(), 1]
-        assert reader.snapshots == 2                   # one per new PID
-        snap = reader.snapshot(os.getpid())
-        assert snap is not None and snap.maps and reader.snapshot(os.getpid()) is None
-        snap.close()
+        assert [r.pid for r in got] == [os.getpid(), os.getpid(), 1, os.getpid()]
+        assert reader.snapshots == 3             # one per new PID, one per new thread name
+        first, second = reader.snapshot(os.getpid()), reader.snapshot(os.getpid())
+        assert first is not None and second is not None and first.taken <= second.taken
+        assert first.maps and reader.snapshot(os.getpid()) is None
+        first.close()
+        second.close()
         reader.forget(1)
         assert reader.snapshot(1) is None
     finally:
         reader.stop()
+
+
+def test_compact_kernel_symbols_answer_like_kernel_symbols(tmp_path: Path) -> None:
+    from profiler.agent.ksyms import CompactKernelSymbols
+    from profiler.symbolize import KernelSymbols
+    text = (
+        "ffffffff81000000 T _stext\n"
+        "ffffffff81000000 T startup_64\n"          # alias: the better-ranked name wins
+        "ffffffff81000100 t __local_helper\n"
+        "ffffffff81000200 D some_data\n"           # data ends the function before it
+        "ffffffff81000300 W weak_fn\n"
+        "0000000000001000 A absolute_sym\n"        # absolute: ignored
+        "ffffffffc0001000 t mod_fn\t[mymod]\n"
+        "ffffffff81000400 T unsorted_late\n")      # out of order (modules come later)
+    path = tmp_path / "kallsyms"
+    path.write_text(text)
+    a, b = KernelSymbols.load(str(path)), CompactKernelSymbols.load(str(path))
+    probes = [0xFFFFFFFF81000000 + d for d in range(0, 0x600, 0x40)] + [
+        0xFFFFFFFFC0001000, 0xFFFFFFFFC0001000 + 5000, 0, 0xFFFFFFFF80FFFFFF]
+    for addr in probes:
+        assert a.lookup(addr) == b.lookup(addr) and a.module(addr) == b.module(addr), hex(addr)
+    assert b.lookup(0xFFFFFFFF81000010) == ("startup_64", 0x10)
+    assert b.module(0xFFFFFFFFC0001004) == "mymod" and len(a) == len(b)
+    if os.path.exists("/proc/kallsyms") and os.geteuid() == 0:
+        real_a, real_b = KernelSymbols.load(), CompactKernelSymbols.load()
+        starts = list(real_a._starts)[::97]
+        for s in starts:
+            for addr in (s, s + 7):
+                assert real_a.lookup(addr) == real_b.lookup(addr)
+                assert real_a.module(addr) == real_b.module(addr)
+    hidden = tmp_path / "hidden"
+    hidden.write_text("0000000000000000 T _stext\n")
+    assert not CompactKernelSymbols.load(str(hidden)).available
