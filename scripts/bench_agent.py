@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -65,6 +66,40 @@ def workload(stop: threading.Event, cpus: int,
     return busy, t
 
 
+def self_every(r: list[tuple[float, float, float]]) -> float:
+    return r[1][0] - r[0][0] if len(r) > 1 else 1.0
+
+
+class HostMeter:
+    """The host around the run: how busy its CPUs were and how many processes started
+    (other sessions' jobs are profiled by the agent too; they are part of its cost)."""
+
+    def __init__(self) -> None:
+        self.busy0, self.total0, self.forks0 = self._read()
+        self.load0 = os.getloadavg()[0]
+
+    @staticmethod
+    def _read() -> tuple[int, int, int]:
+        busy = total = forks = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu "):
+                    v = [int(x) for x in line.split()[1:]]
+                    total = sum(v[:8])
+                    busy = total - v[3] - v[4]          # minus idle and iowait
+                elif line.startswith("processes "):
+                    forks = int(line.split()[1])
+        return busy, total, forks
+
+    def summary(self, seconds: float) -> dict[str, float]:
+        busy, total, forks = self._read()
+        return {"cpus_busy_pct": round(100 * (busy - self.busy0) / max(1, total - self.total0), 1),
+                "processes_started": forks - self.forks0,
+                "processes_started_per_s": round((forks - self.forks0) / max(seconds, 1e-9), 2),
+                "load_avg_1m_start": round(self.load0, 2),
+                "load_avg_1m_end": round(os.getloadavg()[0], 2)}
+
+
 class Meter:
     """CPU seconds and RSS of one process, read every few seconds."""
 
@@ -82,10 +117,11 @@ class Meter:
             return
         self.readings.append((time.monotonic() - self.t0, c.user + c.system, rss))
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         r = self.readings
         t_end, cpu_end, _ = r[-1]
         half = [x for x in r if x[0] >= t_end / 2]
+        t_mid, cpu_mid, rss_mid = half[0]
         slope = 0.0
         if len(half) >= 3:
             n = len(half)
@@ -94,16 +130,54 @@ class Meter:
             var = sum((x[0] - mt) ** 2 for x in half)
             slope = sum((x[0] - mt) * (x[2] - mr) for x in half) / var * 3600 if var else 0.0
         t_half, cpu_half, _ = half[0]
+        t0, cpu0, _ = r[0]
+        # one reading per minute (or per tenth of the run if shorter): RSS over time
+        step = max(self_every(r), min(60.0, t_end / 10))
+        series, next_t = [], 0.0
+        for t, c, rss in r:
+            if t >= next_t:
+                series.append([round(t), round(rss, 1)])
+                next_t = t + step - 1e-6
+        if series[-1][0] != round(t_end):
+            series.append([round(t_end), round(r[-1][2], 1)])
         return {
-            "seconds": round(t_end, 1),
-            "cpu_pct": round(100 * cpu_end / t_end, 3),
+            "seconds": round(t_end - t0, 1),
+            "cpu_pct": round(100 * (cpu_end - cpu0) / (t_end - t0), 3) if t_end > t0 else 0.0,
+            "cpu_pct_first_half": round(100 * (cpu_mid - cpu0) / (t_mid - t0), 3)
+            if t_mid > t0 else 0.0,
             "cpu_pct_second_half": round(100 * (cpu_end - cpu_half) / (t_end - t_half), 3)
             if t_end > t_half else 0.0,
+            "cpu_seconds": round(cpu_end - cpu0, 2),
             "rss_first_mb": round(r[0][2], 1),
+            "rss_mid_mb": round(rss_mid, 1),
             "rss_end_mb": round(r[-1][2], 1),
             "rss_max_mb": round(max(x[2] for x in r), 1),
             "rss_slope_mb_per_h": round(slope, 2),
+            "rss_mb_over_time": series,
         }
+
+
+def table(result: dict[str, Any], names: list[str]) -> str:
+    """The figures issue 5 asks for, one row per measured process."""
+    rows = [f"{'':34} {'CPU % of one core':>30}   {'RSS MB':>32}",
+            f"{'':34} {'whole':>9} {'1st half':>9} {'2nd half':>9}   "
+            f"{'first':>7} {'mid':>7} {'end':>7} {'max':>7}  slope MB/h"]
+    for name in names:
+        s = result[name]
+        rows.append(f"{name:34} {s['cpu_pct']:9.3f} {s['cpu_pct_first_half']:9.3f} "
+                    f"{s['cpu_pct_second_half']:9.3f}   {s['rss_first_mb']:7.1f} "
+                    f"{s['rss_mid_mb']:7.1f} {s['rss_end_mb']:7.1f} {s['rss_max_mb']:7.1f}  "
+                    f"{s['rss_slope_mb_per_h']:+.1f}")
+    for name in names:
+        series = " ".join(f"{t}s:{mb}" for t, mb in result[name]["rss_mb_over_time"])
+        rows.append(f"RSS over time, {name}: {series}")
+    h = result["host during the run"]
+    rows.append(f"host: CPUs {h['cpus_busy_pct']}% busy, {h['processes_started']} processes "
+                f"started ({h['processes_started_per_s']}/s), load {h['load_avg_1m_start']} -> "
+                f"{h['load_avg_1m_end']}")
+    rows.append("goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}"
+                                      for k, v in result["goals (issue 5)"].items()))
+    return "\n".join(rows)
 
 
 def main() -> int:
@@ -147,7 +221,9 @@ def main() -> int:
         meters.append(Meter(f"perf record -a -F {args.freq} -g", perf.pid))
     for m in meters:
         m.read()
-    end = time.monotonic() + args.duration
+    host = HostMeter()
+    started = time.monotonic()
+    end = started + args.duration
     try:
         while time.monotonic() < end:
             time.sleep(min(args.every, max(0.0, end - time.monotonic())))
@@ -166,7 +242,8 @@ def main() -> int:
             perf.wait(120)
         agent.wait(120)
         recv.stop()
-    result = {m.name: m.summary() for m in meters}
+    result: dict[str, Any] = {m.name: m.summary() for m in meters}
+    result["host during the run"] = host.summary(time.monotonic() - started)
     perf_size = (tmp / "perf.data").stat().st_size if (tmp / "perf.data").exists() else 0
     status = json.loads((tmp / "spool" / "status.json").read_text())
     result["agent totals"] = {k: status["totals"][k] for k in
@@ -176,9 +253,14 @@ def main() -> int:
     result["perf.data bytes"] = perf_size
     result["workload"] = {"busy_threads": cpus, "churn_interval_s": args.churn_interval,
                           "freq_hz": args.freq}
-    result["machine"] = {"cpus": cpus, "arch": ARCH, "kernel": platform.release(),
-                         "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
+    result["machine"] = {"cpus": cpus, "arch": ARCH, "kernel": platform.release()}
+    a = result[meters[0].name]
+    result["goals (issue 5)"] = {
+        "cpu_under_1pct_of_a_core": a["cpu_pct"] < 1.0,
+        "rss_under_150mb": a["rss_max_mb"] < 150.0,
+        "rss_flat (second-half slope under 10 MB/h)": abs(a["rss_slope_mb_per_h"]) < 10.0}
     print(json.dumps(result, indent=1))
+    print(table(result, [m.name for m in meters]), file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"(work files in {tmp})", file=sys.stderr)
