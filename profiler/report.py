@@ -3,7 +3,8 @@
 The capture carries registers, stack bytes, maps and the vDSO image; the mapped files
 are found under --root (a sysroot, a container's root, a copy of the target machine's
 files), so a capture made on an arm64 host can be analysed on an x86_64 one.  Kernel
-frames are symbolized only when the capture was made on this very kernel.
+frames are named from the symbols the recorder stored (format 2 captures), or else
+from /proc/kallsyms when the capture was made on this very kernel.
 """
 
 from __future__ import annotations

@@ -393,6 +393,40 @@ def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate],
     return used
 
 
+def dynamic_exports(elf: ELFFile, limit: int = MAX_SYMBOLS) -> dict[str, list[tuple[int, bool]]] | None:
+    """{name: [(link-time value, is an ifunc), ...]} of the defined, nonzero entries
+    among the first `limit` of `.dynsym`, read with struct (pyelftools' per-symbol
+    parsing costs ~60 ms on libc); None when the section headers are not plain (the
+    caller then reads them its own way).  {} when there is no .dynsym."""
+    table = _sections(elf)
+    if table is None:
+        return None
+    out: dict[str, list[tuple[int, bool]]] = {}
+    sec = next((t for t in table if t.name == ".dynsym"), None)
+    if sec is None or sec.type != SHT_DYNSYM or not 0 <= sec.link < len(table):
+        return out
+    data = _section_data(elf, sec)
+    strtab = _section_data(elf, table[sec.link])
+    e = "<" if elf.little_endian else ">"
+    if elf.elfclass == 64:
+        fmt = struct.Struct(e + "IBBHQQ")
+        rows = ((name, info, shndx, value) for name, info, _o, shndx, value, _size
+                in fmt.iter_unpack(data[:min(len(data) - len(data) % fmt.size,
+                                             limit * fmt.size)]))
+    else:
+        fmt = struct.Struct(e + "IIIBBH")
+        rows = ((name, info, shndx, value) for name, value, _size, info, _o, shndx
+                in fmt.iter_unpack(data[:min(len(data) - len(data) % fmt.size,
+                                             limit * fmt.size)]))
+    for noff, info, shndx, value in rows:
+        if shndx == SHN_UNDEF or not value:
+            continue
+        end = strtab.find(b"\0", noff)
+        name = strtab[noff:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
+        out.setdefault(name, []).append((value, info & 0xF == STT_GNU_IFUNC))
+    return out
+
+
 # -- ELF symbols --------------------------------------------------------------------
 
 class ElfSymbols:
