@@ -991,15 +991,20 @@ class CfiTable:
                 return sec, fde
         return None
 
-    def has_pc(self, pc: int) -> bool:
-        """True if an FDE covers pc (its row may still be inexpressible)."""
+    def fde_range(self, pc: int) -> tuple[int, int] | None:
+        """[start, end) of the FDE covering pc, or None."""
         try:
-            return self._lookup(pc) is not None
+            found = self._lookup(pc)
         except CfiError:
             raise
         except (struct.error, IndexError, ValueError, OverflowError) as e:
             raise CfiError(_one_line(f"{self.name}: malformed CFI near pc 0x{pc:x}: "
                                      f"{type(e).__name__}: {e}")) from None
+        return None if found is None else (found[1].start, found[1].end)
+
+    def has_pc(self, pc: int) -> bool:
+        """True if an FDE covers pc (its row may still be inexpressible)."""
+        return self.fde_range(pc) is not None
 
     def find(self, pc: int) -> Rule | None:
         """Rule for link-time address pc; None if no FDE covers pc or the row

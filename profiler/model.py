@@ -83,6 +83,13 @@ REASONS = {
                     "caller's stack pointer",
     "ra-not-after-call": "a return address does not follow a call instruction (a corrupt "
                          "stack word or unwind row)",
+    "call-mismatch": "a return address follows a direct call to a function that neither "
+                     "is nor jumps to the function of the frame below (a corrupt stack "
+                     "word or unwind row)",
+    "bad-signal-pc": "the interrupted pc saved in a signal frame is not the start of an "
+                     "instruction",
+    "tables-disagree": "the .sframe and .eh_frame rows for a pc differ, so one of them "
+                       "is wrong",
 }
 
 

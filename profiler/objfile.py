@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from profiler import rules
+from profiler import insn, rules
 from profiler.rules import Rule
 from profiler.sframe import constants as C
 from profiler.sframe.section import SFrameError, SFrameSection
@@ -33,6 +33,8 @@ class ObjectError(Exception):
 # at most a few thousand sections; pyelftools walks every entry on each iteration).
 MAX_SEGMENTS = 1 << 12
 MAX_SECTIONS = 1 << 16
+MAX_RELOCS = 1 << 20     # dynamic relocations or .dynsym entries read per file
+MAX_DECODED = 4096       # functions whose decoded code is kept per file
 
 
 def check_elf_tables(elf: ELFFile, size: int, name: str) -> None:
@@ -72,6 +74,15 @@ def is_sigreturn_at(arch: str, addr: int, read: Callable[[int, int], bytes]) -> 
     """Whether `addr` is inside (or just past) an rt_sigreturn trampoline."""
     code, offsets = SIGRETURN_CODE.get(arch, (b"-", ()))
     return any(read(addr - off, len(code)) == code for off in offsets)
+
+
+def rule_shape(rule: Rule) -> tuple[int, ...]:
+    """What a rule says about CFA, RA and FP, without the fields that do not matter
+    for its kinds (a register number for a CFA-relative slot, say)."""
+    return (rule.cfa_reg, rule.cfa_off, rule.cfa_deref,
+            rule.ra_kind, rule.ra_off if rule.ra_kind == rules.LOC_CFA_DEREF else 0,
+            rule.fp_kind, rule.fp_off if rule.fp_kind == rules.LOC_CFA_DEREF else 0,
+            rule.mangled_ra)
 
 
 A64_PLT_RULE = Rule(rules.AARCH64_SP, 0, False, rules.LOC_SAME, rules.AARCH64_LR, 0,
@@ -115,6 +126,15 @@ class ObjectFile:
             (addr, addr + size) for name, _t, addr, _o, size in self._sections
             if name == ".plt" and size > 32
         ]
+        # Every PLT-like section: .plt, .plt.sec, .plt.got, .iplt (static ifuncs).
+        self.stub_ranges = [
+            (addr, addr + size) for name, _t, addr, _o, size in self._sections
+            if name.startswith((".plt", ".iplt")) and size
+        ]
+        self._jumps_memo: dict[int, frozenset[int] | None] = {}
+        self._x86_memo: dict[int, insn.X86Function] = {}
+        self._slots: dict[int, str] | None = None
+        self._exports: dict[str, list[tuple[int, bool]]] | None = None
 
     @classmethod
     def open(cls, path: str, name: str | None = None) -> ObjectFile:
@@ -189,7 +209,7 @@ class ObjectFile:
             except SFrameError:
                 return None, "bad-sframe"
             if rule is not None:
-                return rule, "sframe"
+                return self._cross_check(vaddr, rule)
         elif self.sframe_error is not None:
             return None, "bad-sframe"
         cfi = self.cfi
@@ -203,6 +223,140 @@ class ObjectFile:
         elif self.cfi_error is not None and sf is None:
             return None, "bad-cfi"
         return None, ""
+
+    def _cross_check(self, vaddr: int, rule: Rule) -> tuple[Rule | None, str]:
+        """An SFrame row, checked against the .eh_frame row for the same pc.
+
+        The assembler builds both tables from the same .cfi directives, so where
+        both describe a pc they agree (checked on every pc of every test binary);
+        a difference means one of them is corrupt or wrong (ld 2.44-2.47 give
+        .plt.got entries CFA = SP+16 in .sframe, SP+8 in .eh_frame, and only the
+        latter is right).  Not knowing which, the unwinder stops there.  A pc the
+        CFI cannot express (PLT expressions) or a corrupt CFI leaves SFrame alone.
+        """
+        from profiler.cfi import CfiError
+        cfi = self.cfi
+        if cfi is None:
+            return rule, "sframe"
+        try:
+            other = cfi.find(vaddr)
+        except CfiError:
+            return rule, "sframe"
+        if other is None:
+            # A row .eh_frame cannot express (PLT expressions) is taken from .sframe,
+            # but not the claim "outermost frame" for a pc .eh_frame describes.
+            try:
+                covered = cfi.has_pc(vaddr)
+            except CfiError:
+                covered = False
+            if rule.ra_kind == rules.LOC_UNDEFINED and covered:
+                return None, "tables-disagree"
+            return rule, "sframe"
+        if rule_shape(other) == rule_shape(rule):
+            return rule, "sframe"
+        return None, "tables-disagree"
+
+    def function_range(self, vaddr: int) -> tuple[int, int] | None:
+        """[start, end) at link time of the function (FDE) holding `vaddr`, if any."""
+        from profiler.cfi import CfiError
+        sf = self.sframe
+        if sf is not None:
+            fde = sf.find_fde(vaddr)
+            if fde is not None:
+                return fde.func_start, fde.func_start + fde.func_size
+        cfi = self.cfi
+        if cfi is not None:
+            try:
+                return cfi.fde_range(vaddr)
+            except CfiError:
+                return None
+        return None
+
+    def in_stubs(self, vaddr: int) -> bool:
+        """Whether link-time `vaddr` is in a PLT (or ifunc PLT) section."""
+        return any(lo <= vaddr < hi for lo, hi in self.stub_ranges)
+
+    def jump_targets(self, start: int, end: int) -> frozenset[int] | None:
+        """Link-time targets outside [start, end) of the direct jumps of the function
+        there; None when its code cannot be decoded."""
+        if self.arch == "x86_64":
+            fn = self.x86_function(start)
+            return None if fn is None else frozenset(fn.jumps)
+        if self.arch != "aarch64":
+            return None
+        hit = self._jumps_memo.get(start, False)
+        if hit is False:
+            if len(self._jumps_memo) >= MAX_DECODED:
+                self._jumps_memo.clear()
+            hit = insn.a64_branch_targets(start, self.read_code(start, end - start))
+            self._jumps_memo[start] = hit
+        return hit  # type: ignore[return-value]
+
+    def x86_function(self, vaddr: int) -> insn.X86Function | None:
+        """The decoded x86_64 function (FDE) holding link-time `vaddr`, if decodable."""
+        rng = self.function_range(vaddr)
+        if rng is None:
+            return None
+        fn = self._x86_memo.get(rng[0])
+        if fn is None:
+            if len(self._x86_memo) >= MAX_DECODED:
+                self._x86_memo.clear()
+            size = rng[1] - rng[0]
+            code = self.read_code(rng[0], size) if 0 < size <= insn.MAX_SCAN else b""
+            fn = insn.X86Function(rng[0], code)
+            if len(code) != size:
+                fn.complete = False
+            self._x86_memo[rng[0]] = fn
+        return fn if fn.complete else None
+
+    def slot_symbol(self, slot: int) -> str | None:
+        """The symbol a GOT slot (link-time address) is relocated to: its name, ""
+        for an ifunc slot (R_*_IRELATIVE), None when no dynamic relocation names it."""
+        if self._slots is None:
+            self._slots = self._read_slots()
+        return self._slots.get(slot)
+
+    def _read_slots(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        irelative = {"EM_X86_64": 37, "EM_AARCH64": 1032}.get(self.machine, -1)
+        try:
+            for sec in self.elf.iter_sections():
+                if sec["sh_type"] not in ("SHT_RELA", "SHT_REL") or not sec["sh_flags"] & 2:
+                    continue
+                symtab = self.elf.get_section(sec["sh_link"])
+                for n, rel in enumerate(sec.iter_relocations()):  # type: ignore[attr-defined]
+                    if n >= MAX_RELOCS:
+                        break
+                    if rel["r_info_type"] == irelative:
+                        out[rel["r_offset"]] = ""
+                    elif rel["r_info_sym"]:
+                        out[rel["r_offset"]] = symtab.get_symbol(  # type: ignore[attr-defined]
+                            rel["r_info_sym"]).name
+        except Exception:  # noqa: BLE001 -- a damaged table: what was read stays
+            pass
+        return out
+
+    def exports(self, name: str) -> list[tuple[int, bool]]:
+        """(link-time value, is an ifunc) of each .dynsym definition of `name`."""
+        if self._exports is None:
+            self._exports = {}
+            try:
+                dynsym = self.elf.get_section_by_name(".dynsym")
+                syms = dynsym.iter_symbols() if dynsym is not None else ()  # type: ignore[attr-defined]
+                for n, sym in enumerate(syms):
+                    if n >= MAX_RELOCS:
+                        break
+                    if sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
+                        self._exports.setdefault(sym.name, []).append(
+                            (sym["st_value"], sym["st_info"]["type"] == "STT_LOOS"))
+            except Exception:  # noqa: BLE001
+                pass
+        return self._exports.get(name, [])
+
+    @property
+    def is_dynamic_linker(self) -> bool:
+        """Whether this is glibc's ld.so (it defines _rtld_global)."""
+        return bool(self.exports("_rtld_global"))
 
     def is_sigreturn(self, vaddr: int) -> bool:
         """Whether link-time `vaddr` is in an rt_sigreturn trampoline (on either insn)."""

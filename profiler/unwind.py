@@ -18,6 +18,7 @@ import bisect
 import struct
 from collections.abc import Callable
 
+from profiler import insn
 from profiler import rules as R
 from profiler.model import Frame, Mapping, RawSample, UnwoundStack
 from profiler.objfile import ObjectCache, ObjectFile, is_sigreturn_at
@@ -60,44 +61,6 @@ def _dwarf_regs(arch: str, regs: dict[str, int]) -> dict[int, int]:
     return out
 
 
-def _a64_is_call(insn: int) -> bool:
-    """BL, BLR, or a pointer-authenticating BLRAA/BLRAB/BLRAAZ/BLRABZ."""
-    return (insn & 0xFC000000 == 0x94000000          # BL imm26
-            or insn & 0xFFFFFC1F == 0xD63F0000       # BLR Xn
-            or insn & 0xFEFFF800 == 0xD63F0800)      # BLRA[AB][Z]
-
-
-def _x86_is_call_before(code: bytes) -> bool:
-    """Whether `code` (the bytes just before a return address) ends with a call:
-    E8 rel32, or FF /2 (call r/m64, any prefixes before it) of the right length."""
-    n = len(code)
-    if n >= 5 and code[n - 5] == 0xE8:
-        return True
-    for k in range(2, min(n, 7) + 1):
-        i = n - k
-        if code[i] != 0xFF:
-            continue
-        modrm = code[i + 1]
-        if (modrm >> 3) & 7 != 2:
-            continue
-        mod, rm = modrm >> 6, modrm & 7
-        length = 2
-        if mod != 3:
-            if rm == 4:                      # SIB byte
-                length += 1
-                if mod == 0 and k > 2 and code[i + 2] & 7 == 5:
-                    length += 4              # SIB with disp32 and no base
-            if mod == 0 and rm == 5:
-                length += 4                  # rip-relative disp32
-            elif mod == 1:
-                length += 1
-            elif mod == 2:
-                length += 4
-        if length == k:
-            return True
-    return False
-
-
 class AddressSpace:
     """The mappings of one process, with the object behind each executable one."""
 
@@ -115,6 +78,7 @@ class AddressSpace:
         # Caches of the unwinder's decisions, valid as long as the mappings are.
         self.steps: dict[tuple[int, bool, bool], _Step] = {}
         self.ra_ok: dict[int, bool] = {}
+        self.edges: dict[tuple[int, int], bool] = {}
 
     def ra_status(self, ra: int) -> str:
         """"" if `ra` can be a return address here, else the reason it cannot."""
@@ -133,26 +97,86 @@ class AddressSpace:
         A return address is pushed by a call, so a stack word or rule that gives
         anything else (a corrupt stack, a wrong table row) is not one.  The signal
         handler's return address, the rt_sigreturn trampoline, is the one exception.
-        Code that cannot be read (no object behind the mapping) is not judged here.
+        x86_64 code is decoded from the start of its function where that is known;
+        otherwise the bytes before `ra` must have the shape of a call.  Code that
+        cannot be read (no object behind the mapping) is not judged here.
         """
-        obj, _bias = self.object_for(m)
+        obj, bias = self.object_for(m)
         if obj is None:
             return True
         if obj.arch == "aarch64":
             if ra & 3:
                 return False
             code = self.read_code(ra - 4, 4)
-            if len(code) == 4 and _a64_is_call(int.from_bytes(code, "little")):
+            if len(code) == 4 and insn.a64_is_call(int.from_bytes(code, "little")):
                 return True
         elif obj.arch == "x86_64":
-            code = self.read_code(ra - 7, 7)
-            if len(code) < 7:
-                code = self.read_code(ra - 5, 5)
-            if code and _x86_is_call_before(code):
-                return True
+            fn = obj.x86_function(ra - bias - 1)
+            if fn is not None:
+                if ra - bias in fn.calls:
+                    return True
+            else:
+                code = self.read_code(ra - 7, 7)
+                if len(code) < 7:
+                    code = self.read_code(ra - 5, 5)
+                if code and insn.x86_call_before(code):
+                    return True
         else:
             return True
         return is_sigreturn_at(obj.arch, ra, self.read_code)
+
+    def call_ok(self, child: int, ra: int) -> bool:
+        """Whether the call before return address `ra` can lead to the function
+        that holds `child` (the frame below's pc, minus one past frame 0), memoized."""
+        key = (child, ra)
+        hit = self.edges.get(key)
+        if hit is None:
+            if len(self.edges) >= 1 << 16:
+                self.edges.clear()
+            hit = self._call_ok(child, ra)
+            self.edges[key] = hit
+        return hit
+
+    def _call_ok(self, child: int, ra: int) -> bool:
+        """The call-edge check behind call_ok.
+
+        A corrupt stack word or table row can give a return address that is a real
+        call site, just not this frame's: it passes every other check.  A direct
+        call names its callee, and so does a call through a PLT stub or a GOT slot
+        (by the symbol its dynamic relocation names).  The edge is kept when that
+        callee is the child's function (its FDE), or jumps into it (a tail call, a
+        jump into a .cold part, directly or through a PLT stub).  Register-indirect
+        calls, ifuncs, the signal trampoline and code without unwind data or
+        relocations cannot be judged and pass.
+        """
+        rm = self.find(ra)
+        cm = self.find(child)
+        if rm is None or cm is None:
+            return True
+        robj, rbias = self.object_for(rm)
+        cobj, cbias = self.object_for(cm)
+        if robj is None or cobj is None or is_sigreturn_at(robj.arch, ra, self.read_code):
+            return True
+        crange = cobj.function_range(child - cbias)
+        if crange is None:
+            return True
+        callee = _Callee(self, cobj, cbias, crange[0] + cbias, crange[1] + cbias)
+        arch = robj.arch
+        fn = robj.x86_function(ra - rbias - 1) if arch == "x86_64" else None
+        if fn is not None:
+            kind, where = fn.calls.get(ra - rbias, (insn.X86_CALL_INDIRECT, None))
+            if where is None:
+                return True
+            if kind == insn.X86_CALL_RIP:
+                return callee.via_slot(robj, where)
+            return callee.reached_from(where + rbias)
+        size = 4 if arch == "aarch64" else 7
+        code = self.read_code(ra - size, size)
+        target = insn.call_target(arch, ra, code)
+        if target is None:
+            slot = insn.x86_got_call_slot(ra, code) if arch == "x86_64" else None
+            return slot is None or callee.via_slot(robj, slot - rbias)
+        return callee.reached_from(target)
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -196,6 +220,73 @@ class AddressSpace:
             return b""
         obj, bias = self.object_for(m)
         return obj.read_code(addr - bias, size) if obj is not None else b""
+
+
+class _Callee:
+    """The function of the frame below a call edge: [lo, hi) in object `obj`."""
+
+    def __init__(self, space: AddressSpace, obj: ObjectFile, bias: int, lo: int,
+                 hi: int) -> None:
+        self.space, self.obj, self.bias, self.lo, self.hi = space, obj, bias, lo, hi
+
+    def reached_from(self, target: int) -> bool:
+        """Whether code at runtime address `target` (a call's target) is this function,
+        a PLT stub leading to it, or a function that jumps into it."""
+        if self.lo <= target < self.hi:
+            return True
+        space = self.space
+        tm = space.find(target)
+        if tm is None or not tm.executable:
+            return False       # a direct call into nothing: not a call site at all
+        tobj, tbias = space.object_for(tm)
+        if tobj is None:
+            return True
+        if tobj.in_stubs(target - tbias):
+            return self.via_stub(tobj, tbias, target)
+        trange = tobj.function_range(target - tbias)
+        jumps = None if trange is None else tobj.jump_targets(*trange)
+        if jumps is None:
+            return True
+        for t in jumps:
+            if self.lo <= t + tbias < self.hi:
+                return True
+            if tobj.in_stubs(t) and self.via_stub(tobj, tbias, t + tbias):
+                return True    # a tail call through a PLT stub
+        return False
+
+    def via_stub(self, sobj: ObjectFile, sbias: int, stub: int) -> bool:
+        """Whether PLT stub `stub` (runtime, in `sobj`) can lead to this function.
+
+        Before lazy binding resolves it, a stub leads to PLT0 and the dynamic
+        linker's resolver: those are accepted for every stub."""
+        if self.obj is sobj and sobj.in_stubs(self.lo - sbias):
+            return True
+        if self.obj.is_dynamic_linker:
+            return True
+        slot = insn.stub_slot(sobj.arch, stub - sbias, sobj.read_code(stub - sbias, 16))
+        return slot is None or self.via_slot(sobj, slot)
+
+    def via_slot(self, sobj: ObjectFile, slot: int) -> bool:
+        """Whether the symbol GOT slot `slot` (link time, in `sobj`) is relocated to
+        can be this function or jump into it.  Slots without a symbol and ifuncs can;
+        a symbol this function's object does not define cannot (unless the object
+        that does define it tail-calls into this one, which is not followed)."""
+        name = sobj.slot_symbol(slot)
+        if not name:
+            return True
+        obj, bias = self.obj, self.bias
+        defs = obj.exports(name)
+        if any(ifunc for _, ifunc in defs):
+            return True
+        for value, _ in defs:
+            if self.lo <= value + bias < self.hi:
+                return True
+            frange = obj.function_range(value)
+            jumps = None if frange is None else obj.jump_targets(*frange)
+            if jumps is None or any(self.lo <= t + bias < self.hi or obj.in_stubs(t)
+                                    for t in jumps):
+                return True
+        return False
 
 
 class Unwinder:
@@ -285,6 +376,7 @@ class _Walk:
         space = self.space
         steps = space.steps
         ra_ok = space.ra_ok
+        edges = space.edges
         frames = self.frames
         max_frames = self.u.max_frames
         stack, base = self.stack, self.base
@@ -320,6 +412,11 @@ class _Walk:
                         if ok is None:
                             ok = space.ra_status(ra) == ""
                             ra_ok[ra] = ok
+                        if ok and new_fp is not None:
+                            edge = (pc if self.exact else pc - 1, ra)
+                            ok = edges.get(edge)
+                            if ok is None:
+                                ok = space.call_ok(*edge)
                         if ok and new_fp is not None:
                             frames.append(Frame(pc, cfa, method, path, self.exact))
                             self.pc, self.sp, self.fp = ra, cfa, new_fp
@@ -478,6 +575,9 @@ class _Walk:
         status = self.space.ra_status(ra)
         if status == "trampoline":
             self.frames.append(Frame(ra, None, "", "[uprobes]", False))
+        elif not status and method != "fp" and not self.space.call_ok(
+                self.pc if self.exact else self.pc - 1, ra):
+            status = "call-mismatch"
         if status:
             self._last = self.verdict(status)
             return False
@@ -537,6 +637,14 @@ class _Walk:
         if m is None or not m.executable or (self.a64 and new_pc & 3):
             self._last = self.verdict("ra-not-executable")
             return False
+        if not self.a64:
+            # The interrupted pc is the start of an instruction (of the x86_64
+            # function that holds it, decoded from its first byte).
+            code_obj, bias = self.space.object_for(m)
+            fn = code_obj.x86_function(new_pc - bias) if code_obj is not None else None
+            if fn is not None and not fn.is_boundary(new_pc - bias):
+                self._last = self.verdict("bad-signal-pc")
+                return False
         regs[self.sp_reg] = new_sp
         self.pc, self.sp, self.fp = new_pc, new_sp, regs[self.fp_reg]
         self.regs = regs

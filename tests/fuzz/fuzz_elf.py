@@ -49,12 +49,20 @@ def one_input(data: bytes) -> None:
     pcs += [vaddr + 4 for vaddr, *_ in obj.loads[:4]]
     for pc in pcs[:MAX_QUERIES]:
         rule, method = obj.lookup_rule(pc)
-        if method not in ("sframe", "eh_frame", "", "bad-sframe", "bad-cfi"):
+        if method not in ("sframe", "eh_frame", "", "bad-sframe", "bad-cfi", "tables-disagree"):
             raise common.InvariantError(f"lookup_rule method {method!r}")
-        if (rule is None) != (method in ("", "bad-sframe", "bad-cfi")):
+        if (rule is None) != (method in ("", "bad-sframe", "bad-cfi", "tables-disagree")):
             raise common.InvariantError(f"lookup_rule gave {rule} with method {method!r}")
         obj.is_sigreturn(pc)
         obj.a64_plt_rule(pc)
+        # What the call-edge check reads: function ranges, decoded code, relocations.
+        rng = obj.function_range(pc)
+        if rng is not None:
+            obj.jump_targets(*rng)
+        obj.x86_function(pc)
+        obj.slot_symbol(pc)
+        obj.exports("main")
+        obj.in_stubs(pc)
 
 
 def stripped(path: Path) -> bytes:

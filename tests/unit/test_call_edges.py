@@ -1,0 +1,147 @@
+"""The call-edge check and the SFrame/.eh_frame cross-check, against binutils.
+
+``AddressSpace.call_ok(child, ra)`` decides whether the call ending at return address
+`ra` can lead to the function holding `child`.  Every direct call site objdump lists in
+the committed test binaries is an edge it must accept (child = the callee), and a
+function the callee neither is nor jumps to (per objdump's own jump targets) is a
+child it must refuse.  ``ObjectFile.lookup_rule`` refuses a pc whose .sframe row
+and .eh_frame row differ; binutils' own dumps show where that happens (ld's .plt.got
+rows) and every other row of every binary must pass.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from profiler.model import Mapping
+from profiler.objfile import ObjectCache, ObjectFile, rule_shape
+from profiler.unwind import AddressSpace
+
+TARGETS = Path(__file__).parent.parent / "targets"
+BINARIES = sorted(p for p in TARGETS.glob("*/*")
+                  if p.is_file() and (p.name == "prog" or p.suffix == ".so"))
+OBJDUMP = {"x86_64": "objdump", "aarch64": "aarch64-linux-gnu-objdump"}
+
+_HEADER = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
+_INSN = re.compile(r"^\s*([0-9a-f]+):\s+((?:[0-9a-f]{2} )+|[0-9a-f]{8} )\s*(\S+)\s*(.*)$")
+_TARGET = re.compile(r"^([0-9a-f]+) <([^>+]+)(\+0x[0-9a-f]+)?>$")
+_A64_JUMPS = ("b", "cbz", "cbnz", "tbz", "tbnz")
+
+
+class Listing:
+    """objdump -d of one binary: direct calls and, per function, jump targets."""
+
+    def __init__(self, path: Path, arch: str) -> None:
+        tool = OBJDUMP[arch]
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing (scripts/setup.sh installs it)")
+        out = subprocess.run([tool, "-d", "-w", str(path)],
+                             capture_output=True, text=True, check=True).stdout
+        self.functions: dict[str, int] = {}
+        self.calls: list[tuple[int, str, int]] = []        # (ra, callee, callee address)
+        self.jumps: dict[str, set[str]] = {}               # function -> functions jumped to
+        self.jump_addrs: dict[str, set[int]] = {}          # ... and the addresses
+        current = ""
+        for line in out.splitlines():
+            m = _HEADER.match(line)
+            if m:
+                current = m.group(2)
+                self.functions[current] = int(m.group(1), 16)
+                continue
+            m = _INSN.match(line)
+            if not m or not current:
+                continue
+            addr, raw, mnem, ops = int(m.group(1), 16), m.group(2), m.group(3), m.group(4)
+            size = 4 if arch == "aarch64" else len(raw.split())
+            t = _TARGET.match(ops.split("//")[0].split("#")[0].strip().split(",")[-1].strip())
+            if t is None:
+                continue
+            name = t.group(2)
+            if mnem in ("call", "bl"):
+                if t.group(3) is None:
+                    self.calls.append((addr + size, name, int(t.group(1), 16)))
+            elif (mnem.startswith("j") if arch == "x86_64"
+                  else mnem in _A64_JUMPS or mnem.startswith("b.")):
+                if name != current:
+                    self.jumps.setdefault(current, set()).add(name)
+                    self.jump_addrs.setdefault(current, set()).add(int(t.group(1), 16))
+
+
+def space_of(path: Path, obj: ObjectFile) -> AddressSpace:
+    """The binary mapped at its link-time addresses (load bias 0)."""
+    maps = tuple(Mapping(vaddr & ~0xFFF, vaddr + memsz, off & ~0xFFF,
+                         "r-xp" if flags & 1 else "r--p", str(path))
+                 for vaddr, off, _filesz, memsz, flags in obj.loads)
+    return AddressSpace(maps, (), ObjectCache())
+
+
+@pytest.mark.parametrize("path", BINARIES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_call_edges_match_objdump(path: Path) -> None:
+    obj = ObjectFile.open(str(path))
+    listing = Listing(path, obj.arch)
+    space = space_of(path, obj)
+    with path.open("rb") as f:
+        stubs = [(sec["sh_addr"], sec["sh_addr"] + sec["sh_size"])
+                 for sec in ELFFile(f).iter_sections() if sec.name.startswith((".plt", ".iplt"))]
+    with_fde = {n: a for n, a in listing.functions.items()
+                if "@plt" not in n and obj.function_range(a) is not None
+                and obj.function_range(a)[0] == a}         # type: ignore[index]
+    accepted = refused = 0
+    names = sorted(with_fde)
+    for i, (ra, callee, addr) in enumerate(listing.calls):
+        if callee not in with_fde:
+            continue
+        assert space.call_ok(addr, ra), f"0x{ra:x}: call to {callee} refused"
+        accepted += 1
+        reach = listing.jumps.get(callee, set())
+        if any(lo <= a < hi for a in listing.jump_addrs.get(callee, ())
+               for lo, hi in stubs):
+            continue    # a tail call through a PLT stub: judged by symbol, not here
+        # A function the callee neither is nor jumps to (cold parts included).
+        for other in names[i % len(names):] + names[:i % len(names)]:
+            if other != callee and other not in reach and other.split(".")[0] != callee.split(
+                    ".")[0]:
+                assert not space.call_ok(with_fde[other], ra), \
+                    f"0x{ra:x}: call to {callee} accepted for {other}"
+                refused += 1
+                break
+    assert accepted >= 1 and refused >= 1, (accepted, refused)
+
+
+def test_tables_disagree_only_where_binutils_shows_it() -> None:
+    """ld 2.44+ gives .plt.got entries CFA = SP+16 in .sframe (objdump --sframe shows
+    it) where .eh_frame says SP+8: those pcs, and no other row, are refused."""
+    refused_plt_got = 0
+    for path in BINARIES:
+        obj = ObjectFile.open(str(path))
+        sf, cfi = obj.sframe, obj.cfi
+        if sf is None or cfi is None:
+            continue
+        plt_got = [(a, a + s) for n, _t, a, _o, s in obj._sections if n == ".plt.got"]
+        for fde in sf.fdes:
+            pcs = {fde.func_start + fre.start for fre in sf.get_fres(fde)
+                   if fre.start < fde.func_size} | {fde.func_start + fde.func_size - 1}
+            for pc in sorted(pcs):
+                rule, method = obj.lookup_rule(pc)
+                if any(lo <= pc < hi for lo, hi in plt_got):
+                    assert method == "tables-disagree", (path, hex(pc), method)
+                    sfr, cfr = sf.find_rule(pc), cfi.find(pc)
+                    assert sfr is not None and cfr is not None
+                    assert (sfr.cfa_off, cfr.cfa_off) == (16, 8)
+                    refused_plt_got += 1
+                else:
+                    assert method == "sframe", (path, hex(pc), method)
+                    other = cfi.find(pc)
+                    assert other is None or rule_shape(other) == rule_shape(rule)  # type: ignore[arg-type]
+        if plt_got and sf.find_fde(plt_got[0][0]) is not None:
+            dump = (path.parent / f"{path.name + '.' if path.name != 'prog' else ''}"
+                    "sframe.objdump.txt").read_text()
+            assert re.search(rf"pc = 0x{plt_got[0][0]:x}, size = \d+ bytes\n.*\n\s+0+\s+sp\+16",
+                             dump), path
+    assert refused_plt_got >= 10, refused_plt_got
