@@ -35,6 +35,7 @@ MAX_SEGMENTS = 1 << 12
 MAX_SECTIONS = 1 << 16
 MAX_RELOCS = 1 << 20     # dynamic relocations or .dynsym entries read per file
 MAX_DECODED = 4096       # functions whose decoded code is kept per file
+MAX_MEMO = 1 << 17       # memoized rule lookups per file
 
 
 def check_elf_tables(elf: ELFFile, size: int, name: str) -> None:
@@ -196,6 +197,8 @@ class ObjectFile:
         """
         hit = self._rule_memo.get(vaddr)
         if hit is None:
+            if len(self._rule_memo) >= MAX_MEMO:
+                self._rule_memo.clear()
             hit = self._lookup_rule(vaddr)
             self._rule_memo[vaddr] = hit
         return hit
@@ -362,6 +365,8 @@ class ObjectFile:
         """Whether link-time `vaddr` is in an rt_sigreturn trampoline (on either insn)."""
         hit = self._sig_memo.get(vaddr)
         if hit is None:
+            if len(self._sig_memo) >= MAX_MEMO:
+                self._sig_memo.clear()
             hit = is_sigreturn_at(self.arch, vaddr, self.read_code)
             self._sig_memo[vaddr] = hit
         return hit

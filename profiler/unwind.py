@@ -24,6 +24,9 @@ from profiler.model import Frame, Mapping, RawSample, UnwoundStack
 from profiler.objfile import ObjectCache, ObjectFile, is_sigreturn_at
 
 MAX_FRAMES = 512
+# Entries per memo of unwind decisions (per pc, per return address, per call edge):
+# a memo that reaches it starts again, so memory stays bounded on any workload.
+MEMO_LIMIT = 1 << 17
 
 # Step kinds cached per (pc, exact, topmost): (kind, rule, method or reason, path, fast)
 _K_RULE, _K_SIGNAL, _K_STOP, _K_FALLBACK = range(4)
@@ -131,7 +134,7 @@ class AddressSpace:
         key = (child, ra)
         hit = self.edges.get(key)
         if hit is None:
-            if len(self.edges) >= 1 << 16:
+            if len(self.edges) >= MEMO_LIMIT:
                 self.edges.clear()
             hit = self._call_ok(child, ra)
             self.edges[key] = hit
@@ -391,6 +394,8 @@ class _Walk:
             key = (pc, self.exact, self.topmost)
             step = steps.get(key)
             if step is None:
+                if len(steps) >= MEMO_LIMIT:
+                    steps.clear()
                 step = self.classify(pc)
                 steps[key] = step
             kind, rule, method, path, fast = step
@@ -410,6 +415,8 @@ class _Walk:
                             new_fp = unpack(stack, foff)[0] if 0 <= foff <= last else None
                         ok = ra_ok.get(ra)
                         if ok is None:
+                            if len(ra_ok) >= MEMO_LIMIT:
+                                ra_ok.clear()
                             ok = space.ra_status(ra) == ""
                             ra_ok[ra] = ok
                         if ok and new_fp is not None:

@@ -119,3 +119,26 @@ def test_truncated_copies(unwinder: Unwinder, results: dict[str, list[Any]]) -> 
                     for fr, exp in zip(got.frames[:-1], obj["expected"]):
                         assert fr.pc == exp["pc"]
     assert checked >= 300 and cut_short >= 100
+
+
+def test_bounded_memos_change_nothing(monkeypatch: pytest.MonkeyPatch,
+                                      results: dict[str, list[Any]]) -> None:
+    """With tiny memo limits (they restart constantly) every chain is the same, and no
+    memo ever holds more than its limit."""
+    import profiler.objfile as objfile
+    import profiler.unwind as unwind
+    monkeypatch.setattr(unwind, "MEMO_LIMIT", 8)
+    monkeypatch.setattr(objfile, "MAX_MEMO", 8)
+    monkeypatch.setattr(objfile, "MAX_DECODED", 2)
+    small = Unwinder(ObjectCache(str(ROOT)))
+    n = 0
+    for rows in results.values():
+        for _obj, sample, st in rows[::3]:
+            space = small.space_for(sample)
+            assert small.unwind(sample, space) == st
+            assert max(len(space.steps), len(space.ra_ok), len(space.edges)) <= 8
+            n += 1
+    for obj in small.objects._by_path.values():
+        if obj is not None:
+            assert len(obj._rule_memo) <= 8 and len(obj._x86_memo) <= 2
+    assert n >= 900
