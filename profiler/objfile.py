@@ -342,24 +342,35 @@ class ObjectFile:
     def exports(self, name: str) -> list[tuple[int, bool]]:
         """(link-time value, is an ifunc) of each .dynsym definition of `name`."""
         if self._exports is None:
-            self._exports = {}
+            from profiler.symbolize import dynamic_exports
             try:
-                dynsym = self.elf.get_section_by_name(".dynsym")
-                syms = dynsym.iter_symbols() if dynsym is not None else ()  # type: ignore[attr-defined]
-                for n, sym in enumerate(syms):
-                    if n >= MAX_RELOCS:
-                        break
-                    if sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
-                        self._exports.setdefault(sym.name, []).append(
-                            (sym["st_value"], sym["st_info"]["type"] == "STT_LOOS"))
-            except Exception:  # noqa: BLE001
-                pass
+                self._exports = dynamic_exports(self.elf, MAX_RELOCS)
+            except Exception:  # noqa: BLE001 -- damaged headers: read them below
+                self._exports = None
+            if self._exports is None:
+                self._exports = self._read_exports()
         return self._exports.get(name, [])
 
     @property
     def is_dynamic_linker(self) -> bool:
         """Whether this is glibc's ld.so (it defines _rtld_global)."""
         return bool(self.exports("_rtld_global"))
+
+    def _read_exports(self) -> dict[str, list[tuple[int, bool]]]:
+        """exports() the slow way (pyelftools), for files with unusual headers."""
+        out: dict[str, list[tuple[int, bool]]] = {}
+        try:
+            dynsym = self.elf.get_section_by_name(".dynsym")
+            syms = dynsym.iter_symbols() if dynsym is not None else ()  # type: ignore[attr-defined]
+            for n, sym in enumerate(syms):
+                if n >= MAX_RELOCS:
+                    break
+                if sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
+                    out.setdefault(sym.name, []).append(
+                        (sym["st_value"], sym["st_info"]["type"] == "STT_LOOS"))
+        except Exception:  # noqa: BLE001 -- a damaged table: what was read stays
+            pass
+        return out
 
     def is_sigreturn(self, vaddr: int) -> bool:
         """Whether link-time `vaddr` is in an rt_sigreturn trampoline (on either insn)."""
