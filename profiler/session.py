@@ -479,8 +479,11 @@ class LiveSession:
     def _status(self, sampler: BpfSampler) -> None:
         agg = self.pipeline.agg
         c = sampler.counters()
-        sys.stderr.write(f"\r\033[Ksframe-prof: {self.received} samples, {c['lost']} lost, "
-                         f"{agg.reliable_pct():.1f}% reliable")
+        # Deferred unwinding: the reliable share is known once the samples are unwound.
+        verdict = (f"{agg.reliable_pct():.1f}% reliable" if agg.samples else
+                   "unwound when sampling ends" if self._pending else "")
+        sys.stderr.write(f"\r\033[Ksframe-prof: {self.received} samples, {c['lost']} lost"
+                         + (f", {verdict}" if verdict else ""))
         sys.stderr.flush()
 
     def _consume(self, records: Sequence[BpfRecord]) -> None:
