@@ -292,10 +292,12 @@ class BoundedResolver(Resolver):
             return cached
         from profiler.symbolize import ElfSymbols
         syms: Any
-        if symbols_estimate(obj) > self._lru.max_bytes:
-            # e.g. a compiler's 150 MB shared library: its table alone would take more
-            # than the whole budget (and seconds to build).  Its frames keep module and
-            # offset, and the mapping its build ID, for symbolization later.
+        if symbols_estimate(obj) > self._lru.max_bytes // TABLE_SHARE:
+            # e.g. a compiler's 150 MB shared library (libLLVM, libclang-cpp: 40k-60k
+            # long C++ names): its table would take a large part of the budget, several
+            # times that in resident heap while it is built, and up to seconds of CPU.
+            # Its frames keep module and offset, and the mapping its build ID, for
+            # symbolization later.
             self.too_big.add(obj.name)
             syms = None
         else:
@@ -348,6 +350,7 @@ class BoundedResolver(Resolver):
 
 
 _SYMBOL_TABLES = {".symtab", ".dynsym"}
+TABLE_SHARE = 8     # one symbol table may take at most 1/8 of the symbol budget (estimated)
 
 
 def symbols_estimate(obj: ObjectFile) -> int:
