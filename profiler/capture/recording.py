@@ -15,6 +15,12 @@ length-prefixed ``Record`` messages -- a Header first, a Trailer last::
     for sample in cap.iter_samples():   # RawSample with the pid's maps at its time
         ...
 
+Format version 2 packs samples into SampleBatch records (a fixed little-endian layout
+per sample, flushed every 256 samples or 1 MiB, and by flush()); the reader finds a
+batch's bytes without protobuf and reads them in place from a mapping of the file
+(``iter_blocks`` hands them out unparsed, ``iter_samples`` as RawSamples).  Version 1
+files (one Sample record per sample) are still read.
+
 A writer killed mid-run leaves a prefix of a valid file.  :func:`read_capture` then
 keeps every complete record and sets ``truncated``; anything else that is not a capture
 (bad magic, a record that does not decode, records after the trailer) raises
