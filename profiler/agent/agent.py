@@ -468,7 +468,7 @@ class Agent:
         self.resolver.end_window()
         self.book.reap(idx)
         if self.reader is not None:
-            self.reader.expire(30.0, time.monotonic())
+            self.reader.expire(10.0, time.monotonic())
         self.table.trim()
         release_memory()
         self._check_memory()

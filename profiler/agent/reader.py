@@ -17,6 +17,7 @@ switch interval (5 ms), so a new process is read within milliseconds of its samp
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict, deque
 from typing import Any
@@ -24,7 +25,8 @@ from typing import Any
 from profiler.process import ProcessTable, Snapshot
 
 POLL_MS = 100
-MAX_SNAPSHOTS = 512        # snapshots not consumed yet (each holds a few descriptors)
+MAX_SNAPSHOTS = 128        # snapshots not consumed yet (each holds a few descriptors)
+MAX_SNAPSHOT_BYTES = 8 << 20   # and their maps text (a browser's maps are ~200 KB)
 MAX_SEEN = 65536
 
 
@@ -40,6 +42,8 @@ class Reader:
         self._batches: deque[list[Any]] = deque()
         self._snaps: OrderedDict[int, list[Snapshot]] = OrderedDict()
         self._seen: dict[int, set[str]] = {}      # pid -> thread names seen
+        self._exes: dict[int, str] = {}           # pid -> executable at its last snapshot
+        self._bytes = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = False
@@ -60,6 +64,7 @@ class Reader:
         with self._lock:
             snaps = [s for queue in self._snaps.values() for s in queue]
             self._snaps.clear()
+            self._bytes = 0
         for snap in snaps:
             snap.close()
 
@@ -78,9 +83,14 @@ class Reader:
                             self._take(r.pid, r.comm)
                     elif r.comm not in comms and len(comms) < 64:
                         # a new thread name: a new thread, or an exec (a forked child
-                        # sampled before it exec'd); the main loop checks which
+                        # sampled before it exec'd).  Only an exec is snapshotted again.
                         comms.add(r.comm)
-                        self._take(r.pid, r.comm)
+                        try:
+                            exe = os.readlink(f"{self.table.proc}/{r.pid}/exe")
+                        except OSError:
+                            exe = ""
+                        if exe and exe != self._exes.get(r.pid):
+                            self._take(r.pid, r.comm)
                 with self._lock:
                     self._batches.append(records)
                 self._ready.set()
@@ -95,16 +105,22 @@ class Reader:
             self._seen[pid] = {comm}
         snap = self.table.snapshot(pid, self.files)
         self.snapshots += 1
+        if len(self._exes) >= MAX_SEEN:
+            self._exes.clear()
+        self._exes[pid] = snap.exe
         old: list[Snapshot] = []
         with self._lock:
             queue = self._snaps.get(pid)
             if queue is None:
                 queue = self._snaps[pid] = []
             queue.append(snap)
+            self._bytes += _size(snap)
             if len(queue) > 4:
                 old.append(queue.pop(0))
-            while len(self._snaps) > MAX_SNAPSHOTS:
+            while self._snaps and (len(self._snaps) > MAX_SNAPSHOTS
+                                   or self._bytes > MAX_SNAPSHOT_BYTES):
                 old.extend(self._snaps.popitem(last=False)[1])
+            self._bytes -= sum(_size(s) for s in old)
         for s in old:
             s.close()
 
@@ -134,6 +150,7 @@ class Reader:
             if not queue:
                 return None
             snap = queue.pop(0)
+            self._bytes -= _size(snap)
             if not queue:
                 del self._snaps[pid]
             return snap
@@ -144,6 +161,7 @@ class Reader:
         with self._lock:
             old = [pid for pid, q in self._snaps.items() if now - q[-1].taken > max_age]
             snaps = [s for pid in old for s in self._snaps.pop(pid)]
+            self._bytes -= sum(_size(s) for s in snaps)
         for s in snaps:
             s.close()
         return len(snaps)
@@ -151,7 +169,13 @@ class Reader:
     def forget(self, pid: int) -> None:
         """`pid` was dropped: its next sample gets a new snapshot (PID reuse)."""
         self._seen.pop(pid, None)
+        self._exes.pop(pid, None)
         with self._lock:
             snaps = self._snaps.pop(pid, [])
+            self._bytes -= sum(_size(s) for s in snaps)
         for snap in snaps:
             snap.close()
+
+
+def _size(snap: Snapshot) -> int:
+    return len(snap.maps or "") + sum(len(m) for _a, m in snap.memory) + 512

@@ -330,7 +330,7 @@ def test_snapshot_models_a_process_that_has_exited(tmp_path: Path) -> None:
     assert obj is not None and obj.loads == ObjectFile.open(prog).loads
 
 
-def test_reader_hands_out_records_in_order_with_snapshots() -> None:
+def test_reader_hands_out_records_in_order_with_snapshots(tmp_path: Path) -> None:
     from dataclasses import dataclass
 
     from profiler.agent.reader import Reader
@@ -340,34 +340,42 @@ def test_reader_hands_out_records_in_order_with_snapshots() -> None:
         pid: int
         comm: str = "python3"
 
+    fake_proc(tmp_path, 42, exe="/usr/bin/python3", start=5, cgroup="0::/\n",
+              maps="00400000-00401000 r-xp 00000000 fd:01 1 /usr/bin/python3\n")
+
     class FakeSampler:
         def __init__(self) -> None:
-            self.batches = [[Rec(os.getpid()), Rec(os.getpid())], [Rec(1)],
-                            [Rec(os.getpid(), "prog")]]    # an exec: snapshotted again
+            self.batches = [[Rec(42), Rec(42)], [Rec(1)], [Rec(42, "worker")],
+                            [Rec(42, "prog")]]
 
         def poll(self, timeout_ms: int) -> list[Rec]:
             if self.batches:
-                return self.batches.pop(0)
+                batch = self.batches.pop(0)
+                if batch[0].comm == "prog":          # an exec, before its sample
+                    fake_proc(tmp_path, 42, exe="/usr/bin/prog", start=5, cgroup="0::/\n")
+                return batch
             import time
             time.sleep(timeout_ms / 1000)
             return []
 
-    reader = Reader(FakeSampler(), BoundedProcessTable(), poll_ms=10).start()
+    reader = Reader(FakeSampler(), BoundedProcessTable(proc=str(tmp_path)), poll_ms=10).start()
     try:
         got: list[Rec] = []
         import time
         deadline = time.monotonic() + 10
-        while len(got) < 4 and time.monotonic() < deadline:
+        while len(got) < 5 and time.monotonic() < deadline:
             got += reader.get(0.1)
-        assert [r.pid for r in got] == [os.getpid(), os.getpid(), 1, os.getpid()]
-        assert reader.snapshots == 3             # one per new PID, one per new thread name
-        first, second = reader.snapshot(os.getpid()), reader.snapshot(os.getpid())
+        assert [r.pid for r in got] == [42, 42, 1, 42, 42]
+        # one per new PID, none for a new thread, one for the exec
+        assert reader.snapshots == 3
+        first, second = reader.snapshot(42), reader.snapshot(42)
         assert first is not None and second is not None and first.taken <= second.taken
-        assert first.maps and reader.snapshot(os.getpid()) is None
+        assert (first.exe, second.exe) == ("/usr/bin/python3", "/usr/bin/prog")
+        assert first.maps and reader.snapshot(42) is None
         first.close()
         second.close()
         reader.forget(1)
-        assert reader.snapshot(1) is None
+        assert reader.snapshot(1) is None and reader._bytes == 0
     finally:
         reader.stop()
 
@@ -403,3 +411,30 @@ def test_compact_kernel_symbols_answer_like_kernel_symbols(tmp_path: Path) -> No
     hidden = tmp_path / "hidden"
     hidden.write_text("0000000000000000 T _stext\n")
     assert not CompactKernelSymbols.load(str(hidden)).available
+
+
+def test_agent_sampler_wakes_its_reader_at_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent builds the sampler with WAKEUP_EVERY=1 (a new process must be read
+    within milliseconds of its first sample), and bcc's BPF class keeps its methods."""
+    import types
+
+    from profiler.agent.agent import wake_on_every_sample
+    from profiler.capture import bcc_source
+
+    seen: list[list[str]] = []
+
+    class FakeBPF:
+        def __init__(self, *, src_file: bytes, cflags: list[str]) -> None:
+            seen.append(cflags)
+
+        def ring_buffer_poll(self, timeout: int) -> None:
+            pass
+
+    fake = types.SimpleNamespace(BPF=FakeBPF, PerfType=object())
+    monkeypatch.setattr(bcc_source, "import_bcc", lambda: fake)
+    with wake_on_every_sample():
+        bcc = bcc_source.import_bcc()
+        assert hasattr(bcc.BPF, "ring_buffer_poll") and bcc.PerfType is fake.PerfType
+        bcc.BPF(src_file=b"x.c", cflags=["-DA=1", "-DWAKEUP_EVERY=29"])
+    assert seen == [["-DA=1", "-DWAKEUP_EVERY=1"]]
+    assert bcc_source.import_bcc() is fake            # restored
