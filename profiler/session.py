@@ -391,7 +391,9 @@ class LiveSession:
         for warning in sampler.warnings:
             print(f"sframe-prof: warning: {warning}", file=sys.stderr)
         for pid in opts.pids:
-            self.table.get(pid)
+            proc = self.table.get(pid)
+            if self.defer and not opts.record and proc is not None and proc.space is not None:
+                self._open_objects(proc.space)   # set-up, before the targets are sampled
         if opts.record:
             self._open_record(pids)
         old_int = signal.signal(signal.SIGINT, self._on_signal)
