@@ -10,12 +10,16 @@ Both run at the same time, over the same period, on the same busy workload:
 
 `sframe-prof agent` samples the whole host at 19 Hz in 10 s windows and ships every
 profile to a loopback Pyroscope receiver (profiler.agent.receiver) and to a directory;
-`perf record -a -F 19 -g` records the whole host to a file.  Every `--every` seconds the
-script reads each one's CPU time and RSS (psutil); at the end it prints CPU % of one
-core over the run (and over its second half, after the warm-up), RSS at the first
-reading, at the end and its maximum, and the RSS slope over the second half (MB per
-hour: flat means close to 0).  Goals (issue 5): agent under 1% of one core and under
-150 MB RSS, flat over time.
+`perf record -a -F 19 -g` records the whole host to a file.  Both are measured over the
+same period (from the agent's first window on), with the same workload.  Every
+`--every` seconds the script reads each one's CPU time (all threads) and RSS (psutil);
+at the end it prints, for each, CPU % of one core over the whole run and over each
+half, RSS at the first reading, the middle, the end and its maximum, RSS over time, and
+the RSS slope over the second half (MB per hour: flat means close to 0).  It also says
+how busy the host's CPUs were and how many processes started on it during the run:
+other jobs on a shared machine are profiled by the agent too, and each new program
+costs it its first-sight work.  Goals (issue 5): agent under 1% of one core and under
+150 MB RSS, flat over time; the JSON has the verdicts, stderr a summary table.
 
 Run as root:  .venv/bin/python scripts/bench_agent.py [--duration 600] [--json out.json]
 """
