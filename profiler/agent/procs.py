@@ -20,7 +20,6 @@ The agent runs for months, so nothing here may grow without bound:
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import re
 import time
@@ -101,62 +100,47 @@ class Lru(OrderedDict[K, V], Generic[K, V]):
         self.bytes = 0
 
 
-class MappedFile(mmap.mmap):
-    """A read-only file mapped into memory, as the seekable stream ObjectFile reads.
+class FileStream(io.BufferedReader):
+    """A read-only file opened once, as the seekable stream ObjectFile reads.
 
-    ObjectFile.open reads the whole file into memory; mapped, only the pages the
-    unwinder and symbolizer touch (headers, .sframe, .eh_frame, symbol tables) become
-    resident, and they are file pages the kernel can reclaim.  read() and tell() are
-    mmap's own (C); seek() also returns the new position, as file objects do."""
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:  # type: ignore[override]
-        super().seek(pos, whence)  # type: ignore[arg-type]
-        return self.tell()
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def release_pages(self) -> None:
-        """Drop the pages read so far from this process's RSS.  They are clean file
-        pages: a later read faults them back in from the page cache."""
-        try:
-            self.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError, AttributeError):
-            pass
+    ObjectFile.open reads the whole file into memory; here only what the unwinder
+    and symbolizer read (headers, .sframe, .eh_frame, symbol tables) is read, through
+    a 64 KiB buffer.  Not a memory mapping: a target can truncate a file it has
+    mapped, and touching a mapped page past the new end raises SIGBUS, which kills
+    the agent; a read past the end of a file only comes back short, a damaged-file
+    error for that one object (tests/unit/test_agent_procs.py truncates one)."""
 
 
-def open_mapped(path: str, name: str) -> ObjectFile:
-    """ObjectFile over a memory mapping of `path` (see MappedFile)."""
+def open_object(path: str, name: str) -> ObjectFile:
+    """ObjectFile over an open file stream of `path` (see FileStream)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise ObjectError(f"{name}: cannot read ({exc.strerror})") from None
+    except ValueError:
+        raise ObjectError(f"{name!r}: cannot read (not a valid path)") from None
+    stream = FileStream(io.FileIO(fd, "rb"), 1 << 16)
     try:
-        size = os.fstat(fd).st_size
-        if size == 0:
+        if os.fstat(fd).st_size == 0:
             raise ObjectError(f"{name}: not a usable ELF file (empty)")
-        mm = MappedFile(fd, size, mmap.MAP_PRIVATE, mmap.PROT_READ)
-    except OSError as exc:
-        raise ObjectError(f"{name}: cannot map ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    from profiler.agent.fastelf import AgentObjectFile
-    return AgentObjectFile(mm, name)  # type: ignore[arg-type]
+        from profiler.agent.fastelf import AgentObjectFile
+        return AgentObjectFile(stream, name)  # type: ignore[arg-type]
+    except BaseException:
+        stream.close()
+        raise
 
 
 _TABLE_SECTIONS = {".eh_frame", ".eh_frame_hdr", ".debug_frame", ".sframe"}
 
 
 def object_bytes(obj: ObjectFile | None) -> int:
-    """Memory an ObjectFile will hold: the unwind tables it copies out of a mapped
-    file (.eh_frame, .debug_frame, .sframe), or the whole image it read into memory."""
+    """Memory an ObjectFile will hold: the unwind tables it copies out of a file it
+    reads as a stream (.eh_frame, .debug_frame, .sframe), or the whole image it read
+    into memory."""
     if obj is None:
         return 0
     stream = getattr(obj, "_stream", None)
-    if isinstance(stream, MappedFile):
+    if isinstance(stream, FileStream):
         sections = getattr(obj, "_sections", [])
         return 4096 + sum(int(sec[4]) for sec in sections if sec[0] in _TABLE_SECTIONS)
     getbuffer = getattr(stream, "getbuffer", None)
@@ -222,8 +206,8 @@ class BoundedProcessTable(ProcessTable):
             parents.pop(pid, None)
 
     def open_file(self, path: str, name: str) -> ObjectFile:
-        """Candidates are mapped, not read whole (open_mapped)."""
-        return open_mapped(path, name)
+        """Candidates are opened as streams, not read whole (open_object)."""
+        return open_object(path, name)
 
     def drop_objects(self) -> None:
         """Forget every ELF object (memory pressure): they are opened again on demand."""
@@ -251,9 +235,6 @@ class BoundedProcessTable(ProcessTable):
                 continue
             seen.add(id(obj))
             _clear_if_big(obj, ("_rule_memo", "_sig_memo"), max_memo)
-            stream = getattr(obj, "_stream", None)
-            if isinstance(stream, MappedFile):
-                stream.release_pages()
 
 
 def _same_inode(path: str, ident: Any) -> bool:

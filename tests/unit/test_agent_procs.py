@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,13 +12,13 @@ import pytest
 from profiler.agent.procs import (
     BoundedProcessTable,
     BoundedResolver,
+    FileStream,
     Lru,
-    MappedFile,
     Matcher,
     ProcessBook,
     TargetScanner,
     container_id,
-    open_mapped,
+    open_object,
     read_cgroup,
 )
 from profiler.agent.windows import GroupKey, add_labels, group_key, window_index
@@ -169,18 +170,39 @@ def test_scanner_adds_matching_processes_once(tmp_path: Path) -> None:
     assert sc.scan() == 1 and added[-1] == 12
 
 
-def test_mapped_objects_read_like_files() -> None:
+def test_streamed_objects_read_like_files() -> None:
     path = os.path.realpath(sys.executable)
-    mapped = open_mapped(path, path)
+    streamed = open_object(path, path)
     whole = ObjectFile.open(path)
-    assert mapped.loads == whole.loads
+    assert streamed.loads == whole.loads
     vaddr = whole.loads[0][0]
-    assert mapped.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
-    stream = mapped._stream
-    assert isinstance(stream, MappedFile)
+    assert streamed.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
+    stream = streamed._stream
+    assert isinstance(stream, FileStream)
     assert stream.seek(0, os.SEEK_END) == os.path.getsize(path)
-    stream.release_pages()                      # pages come back on the next read
-    assert mapped.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
+    assert streamed.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
+
+
+def test_file_truncated_under_an_open_object(tmp_path: Path) -> None:
+    """A target may truncate a file it has mapped.  Reading an object opened before
+    that must cost at most that object (short reads, damaged tables), never the
+    agent: a memory mapping would die of SIGBUS here, so it runs in a child."""
+    victim = tmp_path / "victim"
+    victim.write_bytes((Path(__file__).parents[1] / "targets" / "v3sid-x86_64-O2" /
+                        "prog").read_bytes())
+    code = (
+        "import os, sys\n"
+        "from profiler.agent.procs import open_object\n"
+        "obj = open_object(sys.argv[1], 'victim')\n"
+        "os.truncate(sys.argv[1], 100)\n"
+        "for pc in range(0x1000, 0x2000, 0x40):\n"
+        "    obj.lookup_rule(pc); obj.read_code(pc, 16); obj.function_range(pc)\n"
+        "obj.exports('main'); obj.slot_symbol(0x4000)\n"
+        "print('survived', obj.sframe_error is not None or obj.sframe is None)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(victim)], capture_output=True,
+                         text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, (out.returncode, out.stderr[-500:])
+    assert out.stdout.startswith("survived"), out.stdout
 
 
 def _elf_files() -> list[str]:
@@ -200,7 +222,7 @@ def test_fast_readers_match_objectfile() -> None:
     files = _elf_files()
     assert len(files) >= 3
     for path in files:
-        fast, slow = open_mapped(path, path), ObjectFile.open(path)
+        fast, slow = open_object(path, path), ObjectFile.open(path)
         assert fast._read_slots() == slow._read_slots(), path
         for name in ("_rtld_global", "malloc", "memcpy", "no-such-symbol"):
             assert fast.exports(name) == slow.exports(name), (path, name)
@@ -210,7 +232,7 @@ def test_fast_readers_match_objectfile() -> None:
 def test_symbol_cache_is_bounded() -> None:
     path = os.path.realpath(sys.executable)
     r = BoundedResolver(max_symbols=1)
-    a, b = open_mapped(path, path), open_mapped(path, path)
+    a, b = open_object(path, path), open_object(path, path)
     assert r.symbols(a) is r.symbols(a)
     r.symbols(b)
     assert len(r._lru) == 1 and a not in r._lru
@@ -266,7 +288,7 @@ def test_scanner_forgets_exited_targets(tmp_path: Path) -> None:
 def test_memory_pressure_drops_objects_and_symbols(tmp_path: Path) -> None:
     path = os.path.realpath(sys.executable)
     table = BoundedProcessTable(proc=str(tmp_path))
-    obj = open_mapped(path, path)
+    obj = open_object(path, path)
     table.object_cache["k"] = obj
     assert table.object_cache.bytes > 0
     table.drop_objects()
@@ -282,7 +304,7 @@ def test_evicted_objects_are_let_go_by_processes(tmp_path: Path) -> None:
     from profiler.unwind import AddressSpace
     path = os.path.realpath(sys.executable)
     table = BoundedProcessTable(proc=str(tmp_path), max_objects=1)
-    a, b = open_mapped(path, path), open_mapped(path, path)
+    a, b = open_object(path, path), open_object(path, path)
     space = AddressSpace((), (), table.objects)
     space._resolved[0x1000] = (a, 0)
     table.procs[9] = Process(9, space=space)
@@ -293,7 +315,7 @@ def test_evicted_objects_are_let_go_by_processes(tmp_path: Path) -> None:
 
 def test_symbol_tables_over_the_budget_are_not_built() -> None:
     path = os.path.realpath(sys.executable)
-    obj = open_mapped(path, path)
+    obj = open_object(path, path)
     r = BoundedResolver(max_symbol_bytes=1000)
     assert r.symbols(obj) is None and obj.name in r.too_big
     assert BoundedResolver().symbols(obj) is not None
