@@ -123,8 +123,7 @@ def open_object(path: str, name: str) -> ObjectFile:
     try:
         if os.fstat(fd).st_size == 0:
             raise ObjectError(f"{name}: not a usable ELF file (empty)")
-        from profiler.agent.fastelf import AgentObjectFile
-        return AgentObjectFile(stream, name)  # type: ignore[arg-type]
+        return ObjectFile(stream, name)
     except BaseException:
         stream.close()
         raise

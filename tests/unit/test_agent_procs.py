@@ -205,30 +205,6 @@ def test_file_truncated_under_an_open_object(tmp_path: Path) -> None:
     assert out.stdout.startswith("survived"), out.stdout
 
 
-def _elf_files() -> list[str]:
-    import glob
-    found = [os.path.realpath(sys.executable)]
-    for pattern in ("/lib/*-linux-gnu/libc.so.6", "/lib*/ld-linux-*.so.*",
-                    "/usr/lib/*-linux-gnu/libstdc++.so.6", "/usr/lib/*-linux-gnu/libLLVM*.so.1"):
-        found += sorted(glob.glob(pattern))[:1]
-    found += sorted(glob.glob(str(Path(__file__).parents[1] / "targets" / "*" / "prog")))[:4]
-    return [os.path.realpath(f) for f in found]
-
-
-@pytest.mark.skipif(not hasattr(ObjectFile, "_read_slots"), reason="no GOT-slot reader")
-def test_fast_readers_match_objectfile() -> None:
-    """The agent's struct-based GOT-slot and export readers give what ObjectFile's
-    pyelftools readers give, on real files (libLLVM: 1.7 s there, 60 ms here)."""
-    files = _elf_files()
-    assert len(files) >= 3
-    for path in files:
-        fast, slow = open_object(path, path), ObjectFile.open(path)
-        assert fast._read_slots() == slow._read_slots(), path
-        for name in ("_rtld_global", "malloc", "memcpy", "no-such-symbol"):
-            assert fast.exports(name) == slow.exports(name), (path, name)
-        assert fast._exports == slow._exports, path
-
-
 def test_symbol_cache_is_bounded() -> None:
     path = os.path.realpath(sys.executable)
     r = BoundedResolver(max_symbols=1)
