@@ -137,7 +137,11 @@ class BpfSampler:
     def __init__(self, *, pids: list[int], system_wide: bool, freq: int,
                  stack_size: int = 16384, event: str = "cpu-clock",
                  transport: str = "auto", ringbuf_pages: int = 2048,
-                 follow_children: bool = True) -> None:
+                 follow_children: bool = True, wakeup_every: int | None = None) -> None:
+        """`wakeup_every`: ring buffer only, wake the reader every this many samples of
+        a CPU (1: every sample, for a reader that must see a process at once); by
+        default as rarely as the buffer's size allows, the reader draining it at each
+        poll anyway."""
         if os.geteuid() != 0:
             raise SframeProfError("live profiling needs root (BPF and perf events): "
                                   "run with sudo")
@@ -159,7 +163,9 @@ class BpfSampler:
         # Ring buffer wakeups: a quarter of its records, shared by the CPUs, may wait
         # for the reader's timed drain (poll) before one sample wakes it.
         records = ringbuf_pages * 4096 // ct.sizeof(self.struct)
-        wakeup_every = max(1, records // (4 * (os.cpu_count() or 1)))
+        if wakeup_every is None:
+            wakeup_every = max(1, records // (4 * (os.cpu_count() or 1)))
+        wakeup_every = max(1, int(wakeup_every))
         cflags = [f"-I{d}", _arch_flag(), f"-DSTACK_BYTES={stack_size}", "-DMAX_KSTACK=127",
                   f"-DUSE_RINGBUF={int(use_ringbuf)}", f"-DRINGBUF_PAGES={ringbuf_pages}",
                   f"-DWAKEUP_EVERY={wakeup_every}",
