@@ -78,12 +78,17 @@ class Snapshot:
     extra: dict[str, str] = field(default_factory=dict)   # a caller's own files
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(self.fds)
         self.fds = {}
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    """Close every descriptor in `fds` (mapping start -> fd), ignoring errors."""
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def stat_fields(text: bytes) -> tuple[int, int]:
@@ -219,11 +224,7 @@ class ProcessTable:
 
     def close_fds(self, p: Process) -> None:
         """Close the descriptors a snapshot left on `p` (its files are open by now)."""
-        for fd in p.fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(p.fds)
         p.fds = {}
 
     def _load(self, p: Process, snap: Snapshot | None = None) -> None:
