@@ -74,7 +74,7 @@ class _ReadLog:
     def unpack_from(self, buf: bytes, offset: int = 0) -> tuple[int]:
         if buf is self.stack:
             self.offsets.append(offset)
-        return self.real.unpack_from(buf, offset)  # type: ignore[return-value]
+        return self.real.unpack_from(buf, offset)
 
 
 _REG_BITS = {"pc": 1, "sp": 2, "fp": 4, "lr": 8}   # as the capture's packed samples

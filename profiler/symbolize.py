@@ -213,13 +213,14 @@ def _section_data(elf: ELFFile, sec: _Section) -> bytes:
     if sec.type == SHT_NOBITS:
         return b""
     elf.stream.seek(sec.offset)
-    return elf.stream.read(sec.size)  # type: ignore[no-any-return]
+    return elf.stream.read(sec.size)
 
 
 def _elf_build_id(elf: ELFFile) -> str:
     little = bool(elf.little_endian)
     table = _sections(elf)
     try:
+        notes: list[tuple[str, int, Any]]
         if table is not None:
             notes = [(sec.name, sec.addralign, sec) for sec in table if sec.type == SHT_NOTE]
         else:

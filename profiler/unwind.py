@@ -408,6 +408,7 @@ class _Walk:
                     if ((cfa > sp or (cfa == sp and self.topmost)) and not cfa & align_mask
                             and (not use_fp or self.fp >= sp) and 0 <= off <= last):
                         ra = unpack(stack, off)[0] & ra_mask
+                        new_fp: int | None
                         if fp_off is None:
                             new_fp = self.fp
                         else:
@@ -431,7 +432,7 @@ class _Walk:
                             self.exact = False
                             self.regs = None
                             continue
-                if not self.rule_step(rule, method, path):
+                if not self.rule_step(rule, method, path):  # type: ignore[arg-type]
                     return self._last
                 if self.done:
                     return self.verdict("")

@@ -14,16 +14,13 @@ they could not send stays in the spool for the next start.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
-import inspect
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from profiler.agent import agent_version
@@ -150,47 +147,6 @@ def release_memory() -> None:
         pass
 
 
-@contextlib.contextmanager
-def wake_on_every_sample() -> Iterator[None]:
-    """Build the sampler with a ring buffer that wakes its reader at every sample.
-
-    The sampler wakes its reader only every WAKEUP_EVERY-th sample of a CPU and
-    otherwise drains the buffer when the poll times out: right for the CLI, which
-    unwinds after the run, but the agent must read a new process within milliseconds
-    of its first sample, before it can exit.  A wake-up per sample costs no more here
-    than a timer would at the same latency (each costs a trip through poll either
-    way).  Until BpfSampler takes the setting as an argument, the flag is rewritten
-    on its way to bcc."""
-    from profiler.capture import bcc_source
-    real = bcc_source.import_bcc
-
-    class Bcc:
-        """bcc itself, but its BPF class rewrites one compiler flag."""
-
-        def __init__(self, mod: Any) -> None:
-            self._mod = mod
-
-            class BPF(mod.BPF):  # type: ignore[misc, name-defined]
-                def __init__(self, *args: Any, **kwargs: Any) -> None:
-                    flags = kwargs.get("cflags")
-                    if isinstance(flags, list):
-                        kwargs["cflags"] = [
-                            "-DWAKEUP_EVERY=1" if str(f).startswith("-DWAKEUP_EVERY=")
-                            else f for f in flags]
-                    super().__init__(*args, **kwargs)
-
-            self.BPF = BPF
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._mod, name)
-
-    bcc_source.import_bcc = lambda: Bcc(real())  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        bcc_source.import_bcc = real
-
-
 def ringbuf_pages(freq: int, stack_size: int) -> int:
     """Room for about four seconds of samples from every CPU, a power of two: the loop
     reads the buffer between the groups of a window it builds, so only one long step
@@ -269,14 +225,10 @@ class Agent:
             "pids": list(cfg.pids), "system_wide": not (cfg.pids or self.matcher.filtering),
             "freq": cfg.freq, "stack_size": cfg.stack_size, "event": cfg.event,
             "ringbuf_pages": ringbuf_pages(cfg.freq, cfg.stack_size)}
-        params = inspect.signature(BpfSampler).parameters
-        if "follow_children" in params:
-            kwargs["follow_children"] = bool(cfg.pids)
-        if "wakeup_every" in params:
-            kwargs["wakeup_every"] = 1
-            return BpfSampler(**kwargs)
-        with wake_on_every_sample():
-            return BpfSampler(**kwargs)
+        # A new process must be read within milliseconds of its first sample, before
+        # it can exit: the ring buffer wakes the reader at every sample (the CLI, which
+        # unwinds after the run, lets it wake every few).
+        return BpfSampler(**kwargs, follow_children=bool(cfg.pids), wakeup_every=1)
 
     # -- the loop ---------------------------------------------------------------------
 

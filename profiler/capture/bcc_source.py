@@ -122,7 +122,7 @@ def read_pac_mask() -> int | None:
 
 def import_bcc() -> Any:
     try:
-        import bcc  # type: ignore[import-not-found]
+        import bcc
     except ImportError:
         raise SframeProfError(
             "bcc is not importable: install the distribution's python3-bpfcc and run "
@@ -151,7 +151,7 @@ class BpfSampler:
         self.pac_mask = read_pac_mask()
         self.stack_size = stack_size
         self.struct = sample_struct(stack_size)
-        self.stack_offset = self.struct.stack.offset  # type: ignore[attr-defined]
+        self.stack_offset = self.struct.stack.offset
         use_ringbuf = transport == "ringbuf" or (transport == "auto" and _has_ringbuf(bcc))
         self.transport = "ringbuf" if use_ringbuf else "perf"
         d = bpf_dir()

@@ -412,11 +412,13 @@ def test_compact_kernel_symbols_answer_like_kernel_symbols(tmp_path: Path) -> No
 
 
 def test_agent_sampler_wakes_its_reader_at_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The agent builds the sampler with WAKEUP_EVERY=1 (a new process must be read
-    within milliseconds of its first sample), and bcc's BPF class keeps its methods."""
+    """The agent builds the sampler with wakeup_every=1 (a new process must be read
+    within milliseconds of its first sample), and BpfSampler turns that into the
+    WAKEUP_EVERY=1 compiler flag of the BPF program."""
     import types
 
-    from profiler.agent.agent import wake_on_every_sample
+    from profiler.agent.agent import Agent
+    from profiler.agent.config import AgentConfig
     from profiler.capture import bcc_source
 
     seen: list[list[str]] = []
@@ -424,15 +426,11 @@ def test_agent_sampler_wakes_its_reader_at_every_sample(monkeypatch: pytest.Monk
     class FakeBPF:
         def __init__(self, *, src_file: bytes, cflags: list[str]) -> None:
             seen.append(cflags)
-
-        def ring_buffer_poll(self, timeout: int) -> None:
-            pass
+            raise RuntimeError("stop here")
 
     fake = types.SimpleNamespace(BPF=FakeBPF, PerfType=object())
     monkeypatch.setattr(bcc_source, "import_bcc", lambda: fake)
-    with wake_on_every_sample():
-        bcc = bcc_source.import_bcc()
-        assert hasattr(bcc.BPF, "ring_buffer_poll") and bcc.PerfType is fake.PerfType
-        bcc.BPF(src_file=b"x.c", cflags=["-DA=1", "-DWAKEUP_EVERY=29"])
-    assert seen == [["-DA=1", "-DWAKEUP_EVERY=1"]]
-    assert bcc_source.import_bcc() is fake            # restored
+    monkeypatch.setattr(bcc_source, "_has_ringbuf", lambda bcc: True)
+    with pytest.raises(Exception):
+        Agent(AgentConfig())._make_sampler()
+    assert seen and "-DWAKEUP_EVERY=1" in seen[0], seen
