@@ -301,7 +301,7 @@ class X86Function:
     def __init__(self, start: int, code: bytes) -> None:
         self.start = start
         self.offsets = array.array("I")           # instruction starts, from `start`
-        self.jumps: set[int] = set()              # direct jump targets outside it
+        jumps: set[int] = set()                   # direct jump targets outside it
         # Address after each call -> (kind, target or GOT slot; None if indirect).
         self.calls: dict[int, tuple[int, int | None]] = {}
         self.complete = True
@@ -315,11 +315,12 @@ class X86Function:
                 if kind == X86_JUMP and rel is not None:
                     t = start + p + rel
                     if not start <= t < end:
-                        self.jumps.add(t)
+                        jumps.add(t)
                 elif kind != X86_OTHER:
                     self.calls[start + p] = (kind, None if rel is None else start + p + rel)
         except (IndexError, ValueError):
             self.complete = False
+        self.jumps: frozenset[int] = frozenset(jumps)
 
     def is_boundary(self, addr: int) -> bool:
         """Whether an instruction starts at `addr`."""

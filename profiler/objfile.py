@@ -84,13 +84,18 @@ _REL = struct.Struct("<QQ")                          # Elf64_Rel
 _SYM64 = struct.Struct("<IBBHQQ")                    # Elf64_Sym
 
 
+def c_string(table: bytes, at: int) -> str:
+    """The NUL-terminated string at offset `at` of an ELF string table (to its end
+    if unterminated), undecodable bytes replaced."""
+    end = table.find(b"\0", at)
+    return table[at:end if end >= 0 else len(table)].decode("utf-8", "replace")
+
+
 def _symbol_name(symtab: bytes, strtab: bytes, index: int) -> str:
     """Name of entry `index` of an Elf64_Sym table (IndexError past its end)."""
     if (index + 1) * _SYM64.size > len(symtab):
         raise IndexError(index)
-    at = _SYM64.unpack_from(symtab, index * _SYM64.size)[0]
-    end = strtab.find(b"\0", at)
-    return strtab[at:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
+    return c_string(strtab, _SYM64.unpack_from(symtab, index * _SYM64.size)[0])
 
 
 def rule_shape(rule: Rule) -> tuple[int, ...]:
@@ -268,12 +273,12 @@ class ObjectFile:
         if other is None:
             # A row .eh_frame cannot express (PLT expressions) is taken from .sframe,
             # but not the claim "outermost frame" for a pc .eh_frame describes.
-            try:
-                covered = cfi.has_pc(vaddr)
-            except CfiError:
-                covered = False
-            if rule.ra_kind == rules.LOC_UNDEFINED and covered:
-                return None, "tables-disagree"
+            if rule.ra_kind == rules.LOC_UNDEFINED:
+                try:
+                    if cfi.has_pc(vaddr):
+                        return None, "tables-disagree"
+                except CfiError:
+                    pass
             return rule, "sframe"
         if rule_shape(other) == rule_shape(rule):
             return rule, "sframe"
@@ -304,7 +309,7 @@ class ObjectFile:
         there; None when its code cannot be decoded."""
         if self.arch == "x86_64":
             fn = self.x86_function(start)
-            return None if fn is None else frozenset(fn.jumps)
+            return None if fn is None else fn.jumps
         if self.arch != "aarch64":
             return None
         hit = self._jumps_memo.get(start, False)

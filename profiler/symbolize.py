@@ -49,7 +49,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from profiler.demangle import demangle
-from profiler.objfile import ObjectError, ObjectFile, check_elf_tables
+from profiler.objfile import ObjectError, ObjectFile, c_string, check_elf_tables
 
 __all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
 
@@ -200,8 +200,7 @@ def _sections(elf: ELFFile) -> list[_Section] | None:
         out = []
         for (name_off, stype, flags, addr, offset, size, link, _info, align,
              _entsize) in rows:
-            end = names.find(b"\0", name_off)
-            name = names[name_off:end if end >= 0 else len(names)].decode("utf-8", "replace")
+            name = c_string(names, name_off)
             out.append(_Section(name, stype, flags, addr, offset, size, link, align))
         return out
     except (ELFError, ValueError, struct.error, OSError, OverflowError, KeyError,
@@ -422,9 +421,7 @@ def dynamic_exports(elf: ELFFile, limit: int = MAX_SYMBOLS) -> dict[str, list[tu
     for noff, info, shndx, value in rows:
         if shndx == SHN_UNDEF or not value:
             continue
-        end = strtab.find(b"\0", noff)
-        name = strtab[noff:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
-        out.setdefault(name, []).append((value, info & 0xF == STT_GNU_IFUNC))
+        out.setdefault(c_string(strtab, noff), []).append((value, info & 0xF == STT_GNU_IFUNC))
     return out
 
 
