@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 import socket
 import sys
+from collections.abc import Callable
 
 from profiler.capture.recording import Capture, PackedSamples, read_capture
 from profiler.model import Mapping, RawSample
 from profiler.objfile import ObjectCache, ObjectFile
-from profiler.symbolize import read_build_id
 from profiler.resolve import Resolver
 from profiler.session import (
     REFRESH_REASONS,
@@ -28,6 +27,7 @@ from profiler.session import (
     summary,
     write_outputs,
 )
+from profiler.symbolize import read_build_id
 from profiler.unwind import AddressSpace, Unwinder
 
 

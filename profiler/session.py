@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from profiler import unwind as _unwind_mod
 from profiler.aggregate import Aggregator
 from profiler.errors import SframeProfError
 from profiler.model import ProfileData, RawSample
 from profiler.objfile import ObjectCache
 from profiler.process import Process, ProcessTable, pid_alive
 from profiler.resolve import Resolver
-from profiler import unwind as _unwind_mod
 from profiler.unwind import AddressSpace, Unwinder
 
 if TYPE_CHECKING:

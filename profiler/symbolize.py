@@ -393,7 +393,8 @@ def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate],
     return used
 
 
-def dynamic_exports(elf: ELFFile, limit: int = MAX_SYMBOLS) -> dict[str, list[tuple[int, bool]]] | None:
+def dynamic_exports(elf: ELFFile,
+                    limit: int = MAX_SYMBOLS) -> dict[str, list[tuple[int, bool]]] | None:
     """{name: [(link-time value, is an ifunc), ...]} of the defined, nonzero entries
     among the first `limit` of `.dynsym`, read with struct (pyelftools' per-symbol
     parsing costs ~60 ms on libc); None when the section headers are not plain (the

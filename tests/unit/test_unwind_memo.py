@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from profiler import unwind as unwind_mod
 from profiler.model import RawSample
 from profiler.objfile import ObjectCache
 from profiler.session import UnwindMemo, _ReadLog
-from profiler import unwind as unwind_mod
 from profiler.snapshots import read_snapshots
 from profiler.unwind import Unwinder
 
