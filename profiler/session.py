@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from profiler import unwind as _unwind_mod
 from profiler.aggregate import Aggregator
 from profiler.errors import SframeProfError
 from profiler.model import ProfileData, RawSample
@@ -61,22 +60,6 @@ def machine_arch() -> str:
     return "aarch64" if m in ("aarch64", "arm64") else "x86_64"
 
 
-class _ReadLog:
-    """Stands in for the unwinder's 8-byte stack reader and notes every offset read."""
-
-    __slots__ = ("real", "stack", "offsets")
-
-    def __init__(self, real: struct.Struct, stack: bytes) -> None:
-        self.real = real
-        self.stack = stack
-        self.offsets: list[int] = []
-
-    def unpack_from(self, buf: bytes, offset: int = 0) -> tuple[int]:
-        if buf is self.stack:
-            self.offsets.append(offset)
-        return self.real.unpack_from(buf, offset)
-
-
 _REG_BITS = {"pc": 1, "sp": 2, "fp": 4, "lr": 8}   # as the capture's packed samples
 _MEMO_KEYS = 4096       # register sets remembered per address space
 _MEMO_PER_KEY = 8       # distinct chains remembered per register set
@@ -91,16 +74,16 @@ class UnwindMemo:
     A profile of a busy program is a few hundred distinct chains repeated thousands of
     times, but no two stack copies are equal byte for byte (locals, loop counters).
     So a new register set is unwound with the unwinder's stack reader swapped for
-    one that notes the offsets it reads; the entry keeps those offsets as one
-    precompiled struct and the words found there.  A later sample with the same
-    registers reuses the chain when one unpack_from of its stack gives the same
-    words -- an exact check, not a heuristic.  If the unwinder stops reading the
-    stack through that reader (a refactor), the memo turns itself off.
+    one that notes the offsets it reads (Unwinder.unwind's `reads`); the entry keeps
+    those offsets as one precompiled struct and the words found there.  A later
+    sample with the same registers reuses the chain when one unpack_from of its
+    stack gives the same words -- an exact check, not a heuristic.  A chain of
+    several frames for which no read was noted turns the memo off.
     """
 
     def __init__(self, unwinder: Unwinder) -> None:
         self.unwinder = unwinder
-        self.enabled = hasattr(_unwind_mod, "_U64")
+        self.enabled = True
         self.hits = 0
         self.misses = 0
         self._memos: weakref.WeakKeyDictionary[AddressSpace, dict[tuple[object, ...], list[
@@ -153,15 +136,15 @@ class UnwindMemo:
         if key is None:
             key = self.key(sample.stack_base, len(stack), sample.regs, sample.pac_mask,
                            sample.arch)
+        found = self.lookup(space, key, stack)
+        if found is not None:
+            return found
+        self.misses += 1
         memo = self.memo_for(space)
         entries = memo.get(key)
-        if entries is not None:
-            for check, words, result in entries:
-                if check.unpack_from(stack) == words:
-                    self.hits += 1
-                    return result
-        self.misses += 1
-        result, check = self._unwind_noting_reads(sample, space)
+        reads: list[int] = []
+        result = self.unwinder.unwind(sample, space, reads)
+        check = self._check_for(result, reads)
         if check is not None:
             if entries is None:
                 if len(memo) >= _MEMO_KEYS:
@@ -170,17 +153,6 @@ class UnwindMemo:
             if len(entries) < _MEMO_PER_KEY:
                 entries.append((check, check.unpack_from(stack), result))
         return result
-
-    def _unwind_noting_reads(self, sample: RawSample, space: AddressSpace
-                             ) -> tuple[Any, struct.Struct | None]:
-        real = _unwind_mod._U64
-        log = _ReadLog(real, sample.stack)
-        _unwind_mod._U64 = log  # type: ignore[assignment]
-        try:
-            result = self.unwinder.unwind(sample, space)
-        finally:
-            _unwind_mod._U64 = real
-        return result, self._check_for(result, log.offsets)
 
     def _check_for(self, result: Any, offsets_read: list[int]) -> struct.Struct | None:
         """One struct reading every stack word the unwind read, or None if impossible."""

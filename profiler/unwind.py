@@ -300,10 +300,14 @@ class Unwinder:
         self.max_frames = max_frames
         self._spaces: dict[tuple[object, ...], AddressSpace] = {}
 
-    def unwind(self, sample: RawSample, space: AddressSpace | None = None) -> UnwoundStack:
+    def unwind(self, sample: RawSample, space: AddressSpace | None = None,
+               reads: list[int] | None = None) -> UnwoundStack:
+        """Unwind one sample.  `reads`, if given, receives the offset into the stack
+        copy of every 8-byte word the walk read: the chain depends on the registers,
+        the address space and those words only (profiler.session.UnwindMemo)."""
         if space is None:
             space = self.space_for(sample)
-        return _Walk(self, sample, space).run()
+        return _Walk(self, sample, space, reads).run()
 
     def space_for(self, sample: RawSample) -> AddressSpace:
         """An AddressSpace for the sample's maps, shared by samples with the same maps."""
@@ -317,11 +321,24 @@ class Unwinder:
         return space
 
 
+def _noting(reads: list[int]) -> Callable[[bytes, int], tuple[int]]:
+    """An 8-byte stack reader that appends each offset it reads to `reads`."""
+    real = _U64.unpack_from
+
+    def unpack(buf: bytes, offset: int) -> tuple[int]:
+        reads.append(offset)
+        return real(buf, offset)
+    return unpack
+
+
 class _Walk:
     """The state of one unwind; `run` is the loop, one method per step kind."""
 
-    def __init__(self, unwinder: Unwinder, sample: RawSample, space: AddressSpace) -> None:
+    def __init__(self, unwinder: Unwinder, sample: RawSample, space: AddressSpace,
+                 reads: list[int] | None = None) -> None:
         self.u = unwinder
+        # Every stack word is read through this (noting its offset when asked to).
+        self.unpack = _U64.unpack_from if reads is None else _noting(reads)
         self.space = space
         self.arch = sample.arch
         self.a64 = sample.arch == "aarch64"
@@ -353,7 +370,7 @@ class _Walk:
     def read(self, addr: int) -> int | None:
         off = addr - self.base
         if 0 <= off <= self.stack_len - 8:
-            return _U64.unpack_from(self.stack, off)[0]  # type: ignore[no-any-return]
+            return self.unpack(self.stack, off)[0]  # type: ignore[no-any-return]
         return None
 
     # -- the loop -------------------------------------------------------------
@@ -384,7 +401,7 @@ class _Walk:
         max_frames = self.u.max_frames
         stack, base = self.stack, self.base
         last = self.stack_len - 8
-        unpack = _U64.unpack_from
+        unpack = self.unpack
         align_mask = self.align - 1
         ra_mask = self.ra_mask
         while True:

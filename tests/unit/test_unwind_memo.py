@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler import unwind as unwind_mod
 from profiler.model import RawSample
 from profiler.objfile import ObjectCache
-from profiler.session import UnwindMemo, _ReadLog
+from profiler.session import UnwindMemo
 from profiler.snapshots import read_snapshots
 from profiler.unwind import Unwinder
 
@@ -31,14 +30,9 @@ def _flip(sample: RawSample, off: int) -> RawSample:
 
 
 def _reads(unwinder: Unwinder, sample: RawSample, space: object) -> list[int]:
-    real = unwind_mod._U64
-    log = _ReadLog(real, sample.stack)
-    unwind_mod._U64 = log  # type: ignore[assignment]
-    try:
-        unwinder.unwind(sample, space)  # type: ignore[arg-type]
-    finally:
-        unwind_mod._U64 = real
-    return sorted(set(log.offsets))
+    offsets: list[int] = []
+    unwinder.unwind(sample, space, offsets)  # type: ignore[arg-type]
+    return sorted(set(offsets))
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name.split(".")[0] for p in FILES])
