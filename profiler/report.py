@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from profiler.capture.recording import Capture, PackedSamples, read_capture
+from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
 from profiler.model import Mapping, RawSample
 from profiler.objfile import ObjectCache, ObjectFile
 from profiler.resolve import Resolver
@@ -52,13 +52,8 @@ def report(args: argparse.Namespace) -> int:
         key = (sample.pid, id(sample.mappings))
         space = spaces.get(key)
         if space is None:
-            snap = cap.maps_at(sample.pid, sample.time_ns)
-            expected = {}
-            if snap is not None:
-                expected = {m.start: ident.build_id for m, ident in
-                            zip(snap.mappings, snap.identities) if ident and ident.build_id}
-            space = AddressSpace(sample.mappings, sample.memory, objects,
-                                 opener=checker.opener(expected))
+            space = checker.space(sample.mappings, cap.maps_at(sample.pid, sample.time_ns),
+                                  sample.memory)
             spaces[key] = space
             names.setdefault(sample.pid, _exe_name(sample.mappings))
         return space
@@ -66,7 +61,7 @@ def report(args: argparse.Namespace) -> int:
     def add(sample: RawSample, key: tuple[object, ...] | None = None) -> None:
         pipeline.add(sample, space_of(sample),
                      has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
-                     later=lambda s=sample: _later_space(cap, s, spaces, objects, checker),
+                     later=lambda s=sample: _later_space(cap, s, spaces, checker),
                      memo_key=key)
 
     for block in cap.iter_blocks():
@@ -133,7 +128,7 @@ def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
 
 
 def _later_space(cap: Capture, sample: RawSample, spaces: dict[tuple[int, int], AddressSpace],
-                 objects: ObjectCache, checker: BuildIdCheck) -> AddressSpace | None:
+                 checker: BuildIdCheck) -> AddressSpace | None:
     """The address space of the pid's latest maps snapshot, if newer than the sample's
     (a library loaded after the maps were taken: the live run would have re-read them)."""
     snaps = cap.maps.get(sample.pid)
@@ -143,10 +138,7 @@ def _later_space(cap: Capture, sample: RawSample, spaces: dict[tuple[int, int], 
     key = (sample.pid, id(snap.mappings))
     space = spaces.get(key)
     if space is None:
-        expected = {m.start: ident.build_id for m, ident in
-                    zip(snap.mappings, snap.identities) if ident and ident.build_id}
-        space = AddressSpace(snap.mappings, sample.memory, objects,
-                             opener=checker.opener(expected))
+        space = checker.space(snap.mappings, snap, sample.memory)
         spaces[key] = space
     return space
 
@@ -162,6 +154,15 @@ class BuildIdCheck:
         self.objects = objects
         self.mismatches: dict[str, tuple[str, str]] = {}
         self._ids: dict[str, str] = {}
+
+    def space(self, mappings: tuple[Mapping, ...], snap: MapsSnapshot | None,
+              memory: tuple[tuple[int, bytes], ...]) -> AddressSpace:
+        """An AddressSpace over `mappings` whose files must have the build IDs that
+        maps snapshot `snap` recorded (none checked when `snap` is None)."""
+        expected = {} if snap is None else {
+            m.start: ident.build_id for m, ident in zip(snap.mappings, snap.identities)
+            if ident and ident.build_id}
+        return AddressSpace(mappings, memory, self.objects, opener=self.opener(expected))
 
     def opener(self, expected: dict[int, str]) -> Callable[[Mapping], ObjectFile | None]:
         def open_checked(m: Mapping) -> ObjectFile | None:
