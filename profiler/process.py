@@ -244,7 +244,7 @@ class ProcessTable:
             raise ProcessGone(p.pid) from None
         if not text and p.mappings:
             raise ProcessGone(p.pid)
-        self._build(p, text, _start_time(f"{self.proc}/{p.pid}/stat"), None, None)
+        self._build(p, text, read_stat(f"{self.proc}/{p.pid}/stat")[0], None, None)
 
     def _build(self, p: Process, text: str, start_time: int, exe: str | None,
                memory: tuple[tuple[int, bytes], ...] | None) -> None:
@@ -331,15 +331,10 @@ def _same_inode(path: str, ident: FileIdentity) -> bool:
         return False
 
 
-def _start_time(stat_path: str) -> int:
-    """Field 22 (starttime) of /proc/PID/stat; 0 if unreadable."""
+def read_stat(stat_path: str) -> tuple[int, int]:
+    """(starttime, flags) of a /proc/PID/stat file; (0, 0) if it cannot be read."""
     try:
-        with open(stat_path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        with open(stat_path, "rb") as f:
+            return stat_fields(f.read())
     except OSError:
-        return 0
-    fields = text[text.rfind(")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return 0
+        return 0, 0

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 
 from profiler.objfile import ObjectCache, ObjectError, ObjectFile
 from profiler.process import Process, ProcessTable, Snapshot, stat_fields
+from profiler.process import read_stat as read_stat_file
 from profiler.resolve import Resolver
 
 K = TypeVar("K", bound=Hashable)
@@ -382,16 +383,7 @@ PF_KTHREAD = 0x00200000
 
 def read_stat(proc: str, pid: int) -> tuple[int, int]:
     """(starttime, flags): fields 22 and 9 of /proc/PID/stat; (0, 0) if it is gone."""
-    try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
-        return 0, 0
-    fields = text[text.rfind(b")") + 2:].split()
-    try:
-        return int(fields[19]), int(fields[6])
-    except (IndexError, ValueError):
-        return 0, 0
+    return read_stat_file(f"{proc}/{pid}/stat")
 
 
 def read_start_time(proc: str, pid: int) -> int:
