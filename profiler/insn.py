@@ -159,7 +159,7 @@ _IMM8_2 = _bits((0x70, 0x73), (0xA4, 0xA4), (0xAC, 0xAC), (0xBA, 0xBA), (0xC2, 0
                 (0xC4, 0xC6))
 
 
-def _modrm_len(code: bytes, p: int, addr32: bool) -> int:
+def _modrm_len(code: bytes, p: int) -> int:
     """Bytes taken by the ModRM byte at p and its SIB and displacement."""
     modrm = code[p]
     mod, rm = modrm >> 6, modrm & 7
@@ -208,7 +208,7 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
     if op == 0x8F and code[p] & 0x1F >= 8:             # AMD XOP: maps 8, 9, 0xA
         mmap = code[p] & 0x1F
         p += 3                                         # 2 payload bytes, opcode
-        p += _modrm_len(code, p, addr32)
+        p += _modrm_len(code, p)
         p += {8: 1, 9: 0, 10: 4}.get(mmap, 0)
     elif op in (0xC4, 0xC5, 0x62):                       # VEX3, VEX2, EVEX
         if op == 0xC5:
@@ -223,7 +223,7 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
         op2 = code[p]
         p += 1
         if not (mmap == 1 and op2 == 0x77):            # vzeroupper/vzeroall: no ModRM
-            p += _modrm_len(code, p, addr32)
+            p += _modrm_len(code, p)
         if mmap == 3 or (mmap == 1 and op2 in _IMM8_2):
             p += 1
         elif mmap not in (1, 2, 3, 5, 6):
@@ -232,11 +232,11 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
         op2 = code[p]
         p += 1
         if op2 == 0x38:
-            p += 1 + _modrm_len(code, p + 1, addr32)
+            p += 1 + _modrm_len(code, p + 1)
         elif op2 == 0x3A:
-            p += 1 + _modrm_len(code, p + 1, addr32) + 1
+            p += 1 + _modrm_len(code, p + 1) + 1
         elif op2 == 0x0F:                                  # 3DNow!: ModRM, then imm8
-            p += _modrm_len(code, p, addr32) + 1
+            p += _modrm_len(code, p) + 1
         elif 0x80 <= op2 <= 0x8F:                          # jcc rel32
             rel = int.from_bytes(code[p:p + 4], "little", signed=True)
             p += 4
@@ -244,7 +244,7 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
         elif op2 in _NO_MODRM2:
             pass
         else:
-            p += _modrm_len(code, p, addr32)
+            p += _modrm_len(code, p)
             if op2 in _IMM8_2:
                 p += 1
     else:
@@ -258,7 +258,7 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
                 if modrm == 0x15:
                     kind, rel = X86_CALL_RIP, int.from_bytes(code[p + 1:p + 5], "little",
                                                              signed=True)
-            p += _modrm_len(code, p, addr32)
+            p += _modrm_len(code, p)
             if op == 0xF6 and reg < 2:
                 p += 1
             elif op == 0xF7 and reg < 2:
