@@ -67,15 +67,15 @@ _MEMO_PER_KEY = 8       # distinct chains remembered per register set
 
 class UnwindMemo:
     """Unwind once per distinct input: same address space, same registers, same stack
-    length and the same values in every stack word the unwind read give the same
+    length and the same values in every stack word the unwind used give the same
     chain (the unwinder is a pure function of those; its step classification is
     cached per address space anyway).
 
     A profile of a busy program is a few hundred distinct chains repeated thousands of
     times, but no two stack copies are equal byte for byte (locals, loop counters).
-    So a new register set is unwound with the unwinder's stack reader swapped for
-    one that notes the offsets it reads (Unwinder.unwind's `reads`); the entry keeps
-    those offsets as one precompiled struct and the words found there.  A later
+    So a new register set is unwound with the unwinder noting the offsets of the
+    words it used (Unwinder.unwind's `reads`); the entry keeps those offsets as one
+    precompiled struct and the words found there.  A later
     sample with the same registers reuses the chain when one unpack_from of its
     stack gives the same words -- an exact check, not a heuristic.  A chain of
     several frames for which no read was noted turns the memo off.
@@ -90,6 +90,7 @@ class UnwindMemo:
             tuple[struct.Struct, tuple[int, ...], Any]]]] = weakref.WeakKeyDictionary()
         self._last_space: AddressSpace | None = None
         self._last_memo: dict[tuple[object, ...], list[Any]] = {}
+        self._structs: dict[tuple[int, ...], struct.Struct | None] = {}
 
     @staticmethod
     def key(stack_base: int, stack_len: int, regs: dict[str, int], pac_mask: int | None,
@@ -155,11 +156,22 @@ class UnwindMemo:
         return result
 
     def _check_for(self, result: Any, offsets_read: list[int]) -> struct.Struct | None:
-        """One struct reading every stack word the unwind read, or None if impossible."""
-        offsets = sorted(set(offsets_read))
+        """One struct reading every stack word the unwind used, or None if impossible
+        (struct objects are shared by chains that used the same offsets)."""
+        offsets = tuple(sorted(set(offsets_read)))
         if not offsets and len(result.frames) > 1:
             self.enabled = False   # a chain without stack reads: the reader was bypassed
             return None
+        known = self._structs.get(offsets)
+        if known is not None:
+            return known
+        if len(self._structs) >= _MEMO_KEYS:
+            self._structs.clear()
+        check = self._structs[offsets] = self._struct_for(offsets)
+        return check
+
+    @staticmethod
+    def _struct_for(offsets: tuple[int, ...]) -> struct.Struct | None:
         fmt = ["<"]
         pos = 0
         for off in offsets:

@@ -303,8 +303,11 @@ class Unwinder:
     def unwind(self, sample: RawSample, space: AddressSpace | None = None,
                reads: list[int] | None = None) -> UnwoundStack:
         """Unwind one sample.  `reads`, if given, receives the offset into the stack
-        copy of every 8-byte word the walk read: the chain depends on the registers,
-        the address space and those words only (profiler.session.UnwindMemo)."""
+        copy of every 8-byte word whose value the walk used: the chain depends on the
+        registers, the address space and those words only (profiler.session.UnwindMemo).
+        A word read but never used is left out: a saved frame pointer that no later
+        rule bases a CFA on (at -O2 on x86_64 RBP holds data), or a register restored
+        from a signal frame that no rule reads."""
         if space is None:
             space = self.space_for(sample)
         return _Walk(self, sample, space, reads).run()
@@ -339,6 +342,12 @@ class _Walk:
         self.u = unwinder
         # Every stack word is read through this (noting its offset when asked to).
         self.unpack = _U64.unpack_from if reads is None else _noting(reads)
+        self.reads = reads
+        # Where the values not yet noted in `reads` came from: the stack offset of
+        # the current FP value (-1: noted, or from the sample's registers), and of
+        # the registers restored from a signal frame.  They are noted when used.
+        self.fp_src = -1
+        self.reg_src: dict[int, int] = {}
         self.space = space
         self.arch = sample.arch
         self.a64 = sample.arch == "aarch64"
@@ -420,6 +429,8 @@ class _Walk:
                 if fast is not None:
                     use_fp, cfa_off, ra_off, fp_off = fast
                     sp = self.sp
+                    if use_fp and self.fp_src >= 0:
+                        self.note_fp()
                     cfa = (self.fp if use_fp else sp) + cfa_off
                     off = cfa + ra_off - base
                     if ((cfa > sp or (cfa == sp and self.topmost)) and not cfa & align_mask
@@ -430,7 +441,8 @@ class _Walk:
                             new_fp = self.fp
                         else:
                             foff = cfa + fp_off - base
-                            new_fp = unpack(stack, foff)[0] if 0 <= foff <= last else None
+                            new_fp = _U64.unpack_from(stack, foff)[0] \
+                                if 0 <= foff <= last else None
                         ok = ra_ok.get(ra)
                         if ok is None:
                             if len(ra_ok) >= MEMO_LIMIT:
@@ -444,16 +456,20 @@ class _Walk:
                                 ok = space.call_ok(*edge)
                         if ok and new_fp is not None:
                             frames.append(Frame(pc, cfa, method, path, self.exact))
+                            if fp_off is not None:
+                                self.fp_src = foff   # noted if a later step uses it
                             self.pc, self.sp, self.fp = ra, cfa, new_fp
                             self.topmost = False
                             self.exact = False
                             self.regs = None
                             continue
+                self.note_fp()
                 if not self.rule_step(rule, method, path):  # type: ignore[arg-type]
                     return self._last
                 if self.done:
                     return self.verdict("")
                 continue
+            self.note_fp()
             if kind == _K_SIGNAL:
                 if not self.sigframe_step(path):
                     return self._last
@@ -516,12 +532,23 @@ class _Walk:
         self._last = self.end(obj, reason, cfa, method)
         return False
 
+    def note_fp(self) -> None:
+        """The current FP value is used: note the stack word it came from."""
+        if self.fp_src >= 0:
+            if self.reads is not None:
+                self.reads.append(self.fp_src)
+            self.fp_src = -1
+
     def reg_value(self, reg: int) -> int | None:
         if reg == self.sp_reg:
             return self.sp
         if reg == self.fp_reg:
+            self.note_fp()
             return self.fp
         if self.regs is not None:
+            src = self.reg_src.pop(reg, -1)
+            if src >= 0 and self.reads is not None:
+                self.reads.append(src)
             return self.regs.get(reg)
         return None
 
@@ -578,7 +605,8 @@ class _Walk:
             if which == self.ra_reg:
                 if not self.topmost or self.regs is None or self.ra_reg not in self.regs:
                     return "ra-in-lr"
-                return self.regs[self.ra_reg]
+                return self.reg_value(self.ra_reg)  # type: ignore[return-value]
+            self.note_fp()
             return self.fp
         if kind == R.LOC_REG or kind == R.LOC_REG_DEREF:
             base = self.reg_value(reg) if (self.topmost or reg in (self.sp_reg, self.fp_reg)) \
@@ -635,24 +663,28 @@ class _Walk:
     def sigframe_step(self, obj: str) -> bool:
         """Step through the kernel's signal frame to the interrupted context."""
         sp = self.sp
-        regs: dict[int, int] = {}
+        # The saved registers, each with the stack offset it was read from; only SP
+        # and PC are used at once (the others are noted in `reads` when used).
         if self.a64:
-            for i in range(31):
-                v = self.read(sp + _A64_SIGCTX_REGS + 8 * i)
-                if v is None:
-                    return self.stop(obj, "stack-truncated")
-                regs[i] = v
-            new_sp = self.read(sp + _A64_SIGCTX_REGS + 8 * 31)
-            new_pc = self.read(sp + _A64_SIGCTX_REGS + 8 * 32)
+            slots = [(i, sp + _A64_SIGCTX_REGS + 8 * i) for i in range(33)]
+            sp_num, pc_num = 31, 32
         else:
-            for i, num in enumerate(_X86_GREG_DWARF):
-                v = self.read(sp + _X86_GREGS + 8 * i)
-                if v is None:
-                    return self.stop(obj, "stack-truncated")
-                regs[num] = v
-            new_sp, new_pc = regs[7], regs[16]
-        if new_sp is None or new_pc is None:
-            return self.stop(obj, "stack-truncated")
+            slots = [(num, sp + _X86_GREGS + 8 * i) for i, num in enumerate(_X86_GREG_DWARF)]
+            sp_num, pc_num = 7, 16
+        regs: dict[int, int] = {}
+        src: dict[int, int] = {}
+        stack, last = self.stack, self.stack_len - 8
+        for num, addr in slots:
+            off = addr - self.base
+            if not 0 <= off <= last:
+                return self.stop(obj, "stack-truncated")
+            regs[num] = _U64.unpack_from(stack, off)[0]
+            src[num] = off
+        new_sp, new_pc = regs[sp_num], regs[pc_num]
+        if self.reads is not None:
+            self.reads += (src.pop(sp_num), src.pop(pc_num))
+        if self.a64:
+            del regs[31], regs[32]
         if new_sp <= sp:
             return self.stop(obj, "cfa-not-increasing")
         if new_sp % self.align:
@@ -672,7 +704,9 @@ class _Walk:
                 return False
         regs[self.sp_reg] = new_sp
         self.pc, self.sp, self.fp = new_pc, new_sp, regs[self.fp_reg]
+        self.fp_src = src.pop(self.fp_reg)
         self.regs = regs
+        self.reg_src = src
         self.topmost = True   # registers are known again, like at the sample
         self.exact = True     # an interrupted pc, not a return address
         return True
