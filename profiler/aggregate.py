@@ -83,21 +83,19 @@ class Aggregator:
         self.last_ns: int = 0
 
     def add(self, *, pid: int, tid: int, comm: str, time_ns: int, kernel: tuple[int, ...],
-            stack: UnwoundStack | None, space: AddressSpace | None) -> None:
-        """Count one sample; `stack` is None for a sample without user state."""
-        self.samples += 1
-        if self.first_ns is None:
-            self.first_ns = time_ns
-        if time_ns > self.last_ns:
-            self.last_ns = time_ns
+            stack: UnwoundStack | None, space: AddressSpace | None, count: int = 1) -> None:
+        """Count `count` samples with the same stack, the first at `time_ns`; `stack`
+        is None for samples without user state."""
+        self.samples += count
+        self.seen(time_ns, time_ns)
         if stack is None:
-            self.kernel_only += 1
+            self.kernel_only += count
             t: tuple[object, ...] = (pid, tid, comm, kernel, 0)
             e = self.entries.get(t)
             if e is None:
                 e = Entry(StackKey(pid, tid, comm, kernel, (), True, ""), space, ())
                 self.entries[t] = e
-            e.count += 1
+            e.count += count
             return
         d = self._derived.get(id(stack))
         if d is None or d.stack is not stack:
@@ -106,18 +104,25 @@ class Aggregator:
                 self._derived.clear()
             d = _Derived(stack, self._tokens)
             self._derived[id(stack)] = d
-        d.count += 1
+        d.count += count
         if stack.reliable:
-            self.reliable += 1
+            self.reliable += count
         else:
-            self.reasons[stack.reason] += 1
+            self.reasons[stack.reason] += count
         t = (pid, tid, comm, kernel, d.token)
         e = self.entries.get(t)
         if e is None:
             e = Entry(StackKey(pid, tid, comm, kernel, d.user, stack.reliable, stack.reason),
                       space, d.objects)
             self.entries[t] = e
-        e.count += 1
+        e.count += count
+
+    def seen(self, first_ns: int, last_ns: int) -> None:
+        """Widen the profile's time span to cover [first_ns, last_ns]."""
+        if self.first_ns is None or first_ns < self.first_ns:
+            self.first_ns = first_ns
+        if last_ns > self.last_ns:
+            self.last_ns = last_ns
 
     def _fold(self) -> None:
         """Move the pending per-stack counts into the per-binary statistics."""

@@ -10,10 +10,12 @@ from /proc/kallsyms when the capture was made on this very kernel.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
 from profiler.model import Mapping, RawSample
@@ -61,14 +63,20 @@ def report(args: argparse.Namespace) -> int:
     def add(sample: RawSample, key: tuple[object, ...] | None = None) -> None:
         pipeline.add(sample, space_of(sample),
                      has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
-                     later=lambda s=sample: _later_space(cap, s, spaces, checker),
+                     later=functools.partial(_later_space, cap, sample, spaces, checker),
                      memo_key=key)
 
+    counted: dict[tuple[Any, ...], list[Any]] = {}
     for block in cap.iter_blocks():
         if isinstance(block, PackedSamples):
-            _add_packed(block, cap, pipeline, spaces, add)
+            _add_packed(block, cap, pipeline, spaces, add, counted)
         else:
             add(block)
+    for (pid, tid, comm, kernel, _chain, _space), (stack, space, n, first, last) in \
+            counted.items():
+        pipeline.agg.add(pid=pid, tid=tid, comm=comm, time_ns=first, kernel=kernel,
+                         stack=stack, space=space, count=n)
+        pipeline.agg.seen(first, last)
     agg = pipeline.agg
     period = h.period_ns or (int(1e9 / h.frequency_hz) if h.frequency_hz else 10_000_000)
     duration = (agg.last_ns - agg.first_ns) if agg.first_ns is not None else 0
@@ -92,32 +100,52 @@ def report(args: argparse.Namespace) -> int:
 
 def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
                 spaces: dict[tuple[int, int], AddressSpace],
-                add: Callable[[RawSample, tuple[object, ...] | None], None]) -> None:
+                add: Callable[[RawSample, tuple[object, ...] | None], None],
+                counted: dict[tuple[Any, ...], list[Any]]) -> None:
     """Add a batch of packed samples.  A sample whose chain the unwind memo already
-    has is counted straight from the batch's bytes: no RawSample, no stack copy; any
-    other one (a memo miss, a chain that newer maps might fix, no user stack) takes
-    the general path."""
+    has is counted straight from the batch's bytes into `counted` ((pid, tid, comm,
+    kernel pcs, id of the chain, id of the space) -> [chain, space, count, first
+    time, last time]), for the caller to hand to the aggregator at the end: no
+    RawSample, no stack copy.  Any other sample (a memo miss, a chain that newer maps
+    might fix, no user stack) takes the general path, `add`."""
     memo = pipeline.memo
-    agg_add = pipeline.agg.add
-    lookup = memo.lookup
     pac, arch = cap.header.pac_mask, cap.header.arch
     buf = batch.buf
     mappings_at = cap.mappings_at
+    several = {pid for pid, snaps in cap.maps.items() if len(snaps) > 1}
     last_pid = -1
     mappings: tuple[Mapping, ...] = ()
     space: AddressSpace | None = None
+    chains: dict[tuple[object, ...], list[Any]] = {}
+    hits = 0
     for (pid, tid, cpu, mask, comm, kernel, time_ns, base, pc, sp, fp, lr, pos,
          slen) in batch:
-        if pid != last_pid or len(cap.maps.get(pid, ())) > 1:
+        if pid != last_pid or pid in several:
             mappings = mappings_at(pid, time_ns)
             space = spaces.get((pid, id(mappings)))
+            chains = memo.memo_for(space) if space is not None else {}
             last_pid = pid
         key = (base, slen, mask, pc, sp, fp, lr, pac, arch, None)
-        if space is not None and sp and slen and memo.enabled:
-            stack = lookup(space, key, buf, pos)
-            if stack is not None and (stack.reliable or stack.reason not in REFRESH_REASONS):
-                agg_add(pid=pid, tid=tid, comm=comm, time_ns=time_ns, kernel=kernel,
-                        stack=stack, space=space)
+        entries = chains.get(key)
+        if entries is not None:
+            for check, words, stack in entries:
+                if check.unpack_from(buf, pos) == words:
+                    if stack.reliable or stack.reason not in REFRESH_REASONS:
+                        hits += 1
+                        t = (pid, tid, comm, kernel, id(stack), id(space))
+                        c = counted.get(t)
+                        if c is None:
+                            counted[t] = [stack, space, 1, time_ns, time_ns]
+                        else:
+                            c[2] += 1
+                            if time_ns < c[3]:
+                                c[3] = time_ns
+                            elif time_ns > c[4]:
+                                c[4] = time_ns
+                        break
+            else:
+                entries = None
+            if entries is not None:
                 continue
         regs = {name: v for name, v, bit in (("pc", pc, 1), ("sp", sp, 2), ("fp", fp, 4),
                                             ("lr", lr, 8)) if mask & bit}
@@ -125,6 +153,9 @@ def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
                       pac, pid, tid, comm, time_ns, cpu, kernel), key)
         if space is None:
             space = spaces.get((pid, id(mappings)))
+            if space is not None:
+                chains = memo.memo_for(space)
+    memo.hits += hits
 
 
 def _later_space(cap: Capture, sample: RawSample, spaces: dict[tuple[int, int], AddressSpace],

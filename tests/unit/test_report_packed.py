@@ -67,7 +67,7 @@ def test_packed_fast_path_gives_the_general_profile(tmp_path: Path, name: str,
     calls = []
 
     def general(batch: PackedSamples, cap_: object, pipeline: object, spaces: object,
-                add: object) -> None:
+                add: object, counted: object) -> None:
         calls.append(batch.n)
         for sample in cap_._unpack_batch(batch):  # type: ignore[attr-defined]
             add(sample)  # type: ignore[operator]
