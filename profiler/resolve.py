@@ -41,6 +41,7 @@ class Resolver:
         self.use_perf_maps = perf_maps
         self._mapping_info: dict[tuple[int, int, str], MappingInfo] = {}
         self._unsymbolized: set[tuple[int, int, str]] = set()
+        self._locations: dict[tuple[object, ...], Location] = {}
 
     # -- symbol sources ---------------------------------------------------------
 
@@ -77,6 +78,14 @@ class Resolver:
     # -- frames -----------------------------------------------------------------
 
     def user_location(self, e: Entry, pc: int, exact: bool) -> Location:
+        """The Location of user pc `pc` of entry `e` (once per space, pid and pc)."""
+        key = (e.space, e.key.pid, pc, exact)
+        loc = self._locations.get(key)
+        if loc is None:
+            loc = self._locations[key] = self._user_location(e, pc, exact)
+        return loc
+
+    def _user_location(self, e: Entry, pc: int, exact: bool) -> Location:
         space = e.space
         m = space.find(pc) if space is not None else None
         if m is None or space is None:

@@ -261,7 +261,6 @@ class BoundedResolver(Resolver):
         self._lru: Lru[ObjectFile, Any] = Lru(max_symbols, max_symbol_bytes, symbols_bytes)
         self._window_symbols: dict[ObjectFile, Any] = {}
         self.too_big: set[str] = set()      # files whose symbol table exceeds the budget
-        self._locations: dict[tuple[int, int, int, bool], Any] = {}
         self._kernel_locations: dict[int, Any] = {}
 
     def symbols(self, obj: ObjectFile) -> Any:
@@ -297,15 +296,6 @@ class BoundedResolver(Resolver):
             from profiler.agent.ksyms import CompactKernelSymbols
             self._kernel = CompactKernelSymbols.load(self._kallsyms)  # type: ignore[assignment]
         return self._kernel
-
-    def user_location(self, e: Any, pc: int, exact: bool) -> Any:
-        """Resolver.user_location, memoized for the window: stacks that differ only in
-        thread or kernel part share their user frames."""
-        key = (id(e.space), 0 if e.space is not None else e.key.pid, pc, exact)
-        loc = self._locations.get(key)
-        if loc is None:
-            loc = self._locations[key] = super().user_location(e, pc, exact)
-        return loc
 
     def kernel_location(self, addr: int) -> Any:
         loc = self._kernel_locations.get(addr)
