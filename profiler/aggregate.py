@@ -11,7 +11,9 @@ and the per-binary tallies are folded in when they are read.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from profiler.model import UnwoundStack
 from profiler.unwind import AddressSpace
@@ -123,6 +125,44 @@ class Aggregator:
             self.first_ns = first_ns
         if last_ns > self.last_ns:
             self.last_ns = last_ns
+
+    def export(self, space_key: Callable[[AddressSpace | None], object]) -> dict[str, Any]:
+        """Everything counted, as plain data (for another process's merge()); each
+        entry's address space is replaced by `space_key` of it."""
+        return {
+            "entries": [(e.key.as_tuple(), space_key(e.space), e.objects, e.count)
+                        for e in self.entries.values()],
+            "binaries": {path: (b.samples, b.reliable, dict(b.methods))
+                         for path, b in self.binaries.items()},
+            "totals": (self.samples, self.reliable, self.kernel_only, dict(self.reasons),
+                       self.first_ns, self.last_ns),
+        }
+
+    def merge(self, counts: dict[str, Any],
+              space_of: Callable[[object], AddressSpace | None]) -> None:
+        """Add what export() gave; `space_of` turns a space key back into a space."""
+        for (pid, tid, comm, kernel, user, reliable, reason), skey, objects, n in \
+                counts["entries"]:
+            token = self._tokens.setdefault((user, reliable, reason), len(self._tokens))
+            t = (pid, tid, comm, kernel, token)
+            e = self.entries.get(t)
+            if e is None:
+                e = self.entries[t] = Entry(
+                    StackKey(pid, tid, comm, kernel, user, reliable, reason),
+                    space_of(skey), objects)
+            e.count += n
+        for path, (samples, reliable, methods) in counts["binaries"].items():
+            b = self._binaries[path]
+            b.samples += samples
+            b.reliable += reliable
+            b.methods.update(methods)
+        samples, reliable, kernel_only, reasons, first, last = counts["totals"]
+        self.samples += samples
+        self.reliable += reliable
+        self.kernel_only += kernel_only
+        self.reasons.update(reasons)
+        if first is not None:
+            self.seen(first, last)
 
     def _fold(self) -> None:
         """Move the pending per-stack counts into the per-binary statistics."""

@@ -195,6 +195,9 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--debug-dir", action="append", default=[], metavar="DIR",
                    help="extra debug-file directory (like /usr/lib/debug); repeatable")
     _output_options(p, "sframe-prof.pb.gz")
+    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help="unwind in N processes (default: one per CPU, at most 4; "
+                        "a small capture uses fewer)")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     return report(args)

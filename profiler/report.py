@@ -10,9 +10,11 @@ from /proc/kallsyms when the capture was made on this very kernel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
-import socket
+import pickle
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +39,8 @@ def report(args: argparse.Namespace) -> int:
     check_outputs(Options(output=args.output, folded=args.folded, flamegraph=args.flamegraph))
     cap = read_capture(args.capture)
     h = cap.header
-    same_kernel = h.hostname == socket.gethostname() and h.kernel_release == os.uname().release
+    same_kernel = (h.hostname == os.uname().nodename
+                   and h.kernel_release == os.uname().release)
     objects = ObjectCache(args.root)
     # Kernel names: those the recorder stored (format 2), else this kernel's kallsyms
     # if the capture was made on it.
@@ -45,47 +48,18 @@ def report(args: argparse.Namespace) -> int:
                         kallsyms="/proc/kallsyms" if same_kernel else None,
                         perf_maps=args.root is None and same_kernel,
                         kernel_names=cap.kernel_symbols)
-    pipeline = Pipeline(Unwinder(objects), resolver)
-    spaces: dict[tuple[int, int], AddressSpace] = {}
-    names: dict[int, str] = {}
-    checker = BuildIdCheck(objects)
-
-    def space_of(sample: RawSample) -> AddressSpace:
-        key = (sample.pid, id(sample.mappings))
-        space = spaces.get(key)
-        if space is None:
-            space = checker.space(sample.mappings, cap.maps_at(sample.pid, sample.time_ns),
-                                  sample.memory)
-            spaces[key] = space
-            names.setdefault(sample.pid, _exe_name(sample.mappings))
-        return space
-
-    def add(sample: RawSample, key: tuple[object, ...] | None = None) -> None:
-        pipeline.add(sample, space_of(sample),
-                     has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
-                     later=functools.partial(_later_space, cap, sample, spaces, checker),
-                     memo_key=key)
-
-    counted: dict[tuple[Any, ...], list[Any]] = {}
-    for block in cap.iter_blocks():
-        if isinstance(block, PackedSamples):
-            _add_packed(block, cap, pipeline, spaces, add, counted)
-        else:
-            add(block)
-    for (pid, tid, comm, kernel, _chain, _space), (stack, space, n, first, last) in \
-            counted.items():
-        pipeline.agg.add(pid=pid, tid=tid, comm=comm, time_ns=first, kernel=kernel,
-                         stack=stack, space=space, count=n)
-        pipeline.agg.seen(first, last)
-    agg = pipeline.agg
+    run = _Run(cap, Pipeline(Unwinder(objects), resolver), BuildIdCheck(objects))
+    parts = cap.parts(_jobs(getattr(args, "jobs", 1), cap.sample_count))
+    _in_parallel(run, parts)
+    agg = run.pipeline.agg
     period = h.period_ns or (int(1e9 / h.frequency_hz) if h.frequency_hz else 10_000_000)
     duration = (agg.last_ns - agg.first_ns) if agg.first_ns is not None else 0
-    data = pipeline.profile(period_ns=period, start_ns=h.start_ns, duration_ns=duration,
-                            process_names=names)
+    data = run.pipeline.profile(period_ns=period, start_ns=h.start_ns,
+                                duration_ns=duration, process_names=run.names)
     opts = Options(output=args.output, folded=args.folded, flamegraph=args.flamegraph)
     written = write_outputs(data, opts)
     if not args.quiet:
-        for path, (want, got) in sorted(checker.mismatches.items()):
+        for path, (want, got) in sorted(run.checker.mismatches.items()):
             print(f"sframe-prof: warning: {objects.resolve(path)} is not the recorded file "
                   f"(build ID {got or 'none'}, recorded {want}); its frames are left "
                   "unwound (object-unavailable)", file=sys.stderr)
@@ -96,6 +70,148 @@ def report(args: argparse.Namespace) -> int:
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
     return 0
+
+
+# Samples per worker process below which another one is not worth its start-up.
+MIN_SAMPLES_PER_JOB = 8192
+
+
+def _jobs(asked: int, samples: int) -> int:
+    """How many processes unwind: `asked` (0: one per CPU we may run on, at most 4),
+    fewer when the capture is small."""
+    if asked <= 0:
+        asked = min(len(os.sched_getaffinity(0)), 4)
+    return max(1, min(asked, samples // MIN_SAMPLES_PER_JOB))
+
+
+class _Run:
+    """Unwinding and counting a capture's samples, in one process or several."""
+
+    def __init__(self, cap: Capture, pipeline: Pipeline, checker: BuildIdCheck) -> None:
+        self.cap = cap
+        self.pipeline = pipeline
+        self.checker = checker
+        self.spaces: dict[tuple[int, int], AddressSpace] = {}   # (pid, id(mappings))
+        self.names: dict[int, str] = {}
+
+    def space_of(self, sample: RawSample) -> AddressSpace:
+        key = (sample.pid, id(sample.mappings))
+        space = self.spaces.get(key)
+        if space is None:
+            space = self.checker.space(sample.mappings,
+                                       self.cap.maps_at(sample.pid, sample.time_ns),
+                                       sample.memory)
+            self.spaces[key] = space
+            self.names.setdefault(sample.pid, _exe_name(sample.mappings))
+        return space
+
+    def add(self, sample: RawSample, key: tuple[object, ...] | None = None) -> None:
+        self.pipeline.add(sample, self.space_of(sample),
+                          has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
+                          later=functools.partial(_later_space, self.cap, sample,
+                                                  self.spaces, self.checker),
+                          memo_key=key)
+
+    def unwind(self, spans: list[tuple[int, int, int, bool]]) -> None:
+        """Unwind and count the samples of `spans` (a part of the capture)."""
+        counted: dict[tuple[Any, ...], list[Any]] = {}
+        for block in self.cap.iter_blocks(spans):
+            if isinstance(block, PackedSamples):
+                _add_packed(block, self.cap, self.pipeline, self.spaces, self.add, counted)
+            else:
+                self.add(block)
+        agg = self.pipeline.agg
+        for (pid, tid, comm, kernel, _chain, _space), (stack, space, n, first, last) in \
+                counted.items():
+            agg.add(pid=pid, tid=tid, comm=comm, time_ns=first, kernel=kernel,
+                    stack=stack, space=space, count=n)
+            agg.seen(first, last)
+
+    # -- results of another process ----------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """What unwind() counted, as plain data; address spaces become their keys
+        (the same in every process forked from the one that read the capture)."""
+        keys = {id(space): key for key, space in self.spaces.items()}
+        counts = self.pipeline.agg.export(
+            lambda space: None if space is None else keys[id(space)])
+        counts["names"] = self.names
+        counts["mismatches"] = self.checker.mismatches
+        return counts
+
+    def merge(self, counts: dict[str, Any]) -> None:
+        self.pipeline.agg.merge(counts, self._space_for_key)
+        for pid, name in counts["names"].items():
+            self.names.setdefault(pid, name)
+        self.checker.mismatches.update(counts["mismatches"])
+
+    def _space_for_key(self, key: object) -> AddressSpace | None:
+        if not isinstance(key, tuple):
+            return None
+        space = self.spaces.get(key)
+        if space is None:
+            pid, mappings_id = key
+            snap = next((s for s in self.cap.maps.get(pid, ())
+                         if id(s.mappings) == mappings_id), None)
+            space = self.checker.space(snap.mappings if snap else (), snap,
+                                       self.cap.memory_of(pid))
+            self.spaces[key] = space
+        return space
+
+
+def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]]) -> None:
+    """Unwind the parts of a capture: the first here, each other one in a forked
+    process that sends back what it counted through a pipe (once it is done, so the
+    work overlaps and only the hand-over is in turn).  A part whose process cannot
+    be started or fails for any reason is done here afterwards (a corrupt capture
+    then gives the same error as without workers)."""
+    children: list[tuple[int, int, list[tuple[int, int, int, bool]]]] = []
+    here = parts[:1]
+    try:
+        for part in parts[1:]:
+            try:
+                r, w = os.pipe()
+                pid = os.fork()
+            except OSError:
+                here.append(part)
+                continue
+            if pid == 0:   # the child: unwind its part, send the counts, never return
+                code = 1
+                try:
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    os.close(r)
+                    run.unwind(part)
+                    with os.fdopen(w, "wb") as out:
+                        pickle.dump(run.export(), out, protocol=pickle.HIGHEST_PROTOCOL)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(w)
+            children.append((pid, r, part))
+        if here:
+            run.unwind(here.pop(0))
+        while children:
+            pid, r, part = children[0]
+            try:
+                with os.fdopen(r, "rb") as f:
+                    counts = pickle.load(f)
+            except Exception:  # noqa: BLE001 - the child died or sent garbage: redo
+                counts = None
+            children.pop(0)
+            _pid, status = os.waitpid(pid, 0)
+            if counts is None or os.waitstatus_to_exitcode(status) != 0:
+                here.append(part)
+            else:
+                run.merge(counts)
+        for part in here:
+            run.unwind(part)
+    finally:
+        for pid, r, _part in children:   # only after an error or Ctrl-C here
+            with contextlib.suppress(OSError):
+                os.close(r)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
 
 
 def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,

@@ -397,10 +397,28 @@ class Capture:
 
     __iter__ = iter_samples
 
-    def iter_blocks(self) -> Iterator[RawSample | PackedSamples]:
+    def parts(self, k: int) -> list[list[tuple[int, int, int, bool]]]:
+        """The sample records cut into at most `k` consecutive runs of about equal
+        sample counts (whole records; none empty), for iter_blocks(spans=...)."""
+        spans = self._sample_spans
+        total = sum(max(n, 1) for _s, _e, n, _r in spans)
+        out: list[list[tuple[int, int, int, bool]]] = [[]]
+        done = 0
+        for span in spans:
+            if out[-1] and done >= total * len(out) / k and len(out) < k:
+                out.append([])
+            out[-1].append(span)
+            done += max(span[2], 1)
+        return [part for part in out if part]
+
+    def iter_blocks(self, spans: list[tuple[int, int, int, bool]] | None = None,
+                    ) -> Iterator[RawSample | PackedSamples]:
         """The samples in file order: a RawSample per Sample record, a PackedSamples
-        per batch (for callers that want to skip building RawSamples)."""
-        if not self._sample_spans:
+        per batch (for callers that want to skip building RawSamples); only those of
+        `spans` (a list from parts()) when given."""
+        if spans is None:
+            spans = self._sample_spans
+        if not spans:
             return
         try:
             f = open(self.path, "rb")  # noqa: SIM115 - closed below, also on an error
@@ -408,7 +426,7 @@ class Capture:
             raise CaptureError(f"{self.path}: {e.strerror or e}") from None
         with f, _map(f) as mm:
             rec = capture_pb2.Record()
-            for start, end, n, raw in self._sample_spans:
+            for start, end, n, raw in spans:
                 if end > len(mm):
                     raise CaptureError(f"{self.path}: file shrank while being read")
                 if raw:     # read in place: only the words looked at are touched
