@@ -104,7 +104,9 @@ class MappingInfo(NamedTuple):
     offset: int          # file offset of `start`
     path: str            # file path or pseudo name ("[vdso]"); "[kernel.kallsyms]" for the kernel
     build_id: str = ""   # hex GNU build ID, "" if unknown
-    has_functions: bool = False  # every address in it got a function name
+    # Whether every address in it got a function name: the pprof writer works this
+    # out from the locations itself (resolve leaves it True).
+    has_functions: bool = False
 
 
 class Location(NamedTuple):

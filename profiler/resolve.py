@@ -40,7 +40,6 @@ class Resolver:
         self._perf_maps: dict[int, PerfMap | None] = {}
         self.use_perf_maps = perf_maps
         self._mapping_info: dict[tuple[int, int, str], MappingInfo] = {}
-        self._unsymbolized: set[tuple[int, int, str]] = set()
         self._locations: dict[tuple[object, ...], Location] = {}
 
     # -- symbol sources ---------------------------------------------------------
@@ -109,8 +108,6 @@ class Resolver:
             if hit2 is not None:
                 name = hit2[0]
         key = (m.start, m.end, m.path)
-        if not name:
-            self._unsymbolized.add(key)
         cached = self._mapping_info.get(key)
         if cached is None:
             cached = MappingInfo(m.start, m.end, m.offset, m.path or "[anon]", build_id, True)
@@ -137,18 +134,7 @@ class Resolver:
     def profile(self, agg: Aggregator, *, period_ns: int, start_ns: int, duration_ns: int,
                 process_names: dict[int, str] | None = None) -> ProfileData:
         samples = [self.stack_sample(e, period_ns) for e in agg.entries.values()]
-        # has_functions is honest: false for any mapping with an unnamed frame.
-        fixed: dict[MappingInfo, MappingInfo] = {}
-        for info in list(self._mapping_info.values()):
-            if (info.start, info.limit, info.path) in self._unsymbolized:
-                fixed[info] = info._replace(has_functions=False)
-        out = []
-        for s in samples:
-            if fixed:
-                s.locations = tuple(
-                    loc._replace(mapping=fixed.get(loc.mapping, loc.mapping))
-                    if loc.mapping is not None else loc for loc in s.locations)
-            if process_names:
+        if process_names:
+            for s in samples:
                 s.process_name = process_names.get(s.pid, "")
-            out.append(s)
-        return ProfileData(out, period_ns, start_ns, duration_ns)
+        return ProfileData(samples, period_ns, start_ns, duration_ns)

@@ -315,7 +315,6 @@ class BoundedResolver(Resolver):
         """Forget what is only valid for one window (JIT maps change, pids come and go)."""
         self._perf_maps.clear()
         self._mapping_info.clear()
-        self._unsymbolized.clear()
         self._window_symbols.clear()
         self._locations.clear()
 

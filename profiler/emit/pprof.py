@@ -87,6 +87,11 @@ class _Builder:
         self.function_ids: dict[tuple[str, str], int] = {}
         self.location_ids: dict[_LocationKey, int] = {}
         self.kernel_fallback: MappingInfo | None = self._kernel_fallback()
+        # Locations and mappings are shared objects (the resolver hands out one per
+        # pc and one per mapping): what is derived from one is kept by its id() for
+        # the build (they all live in `data` until then).
+        self._by_loc: dict[int, int] = {}
+        self._by_info: dict[int, tuple[_MappingKey, bool]] = {}
 
     def string(self, s: str) -> int:
         idx = self.strings.get(s)
@@ -106,9 +111,11 @@ class _Builder:
         p.duration_nanos = self.data.duration_ns
         p.comment.extend(self.string(c) for c in self.data.comments)
         self._add_mappings()
+        by_loc = self._by_loc
         for stack in self.data.samples:
             sample = p.sample.add()
-            sample.location_id.extend(self._location(loc) for loc in stack.locations)
+            sample.location_id.extend([by_loc.get(id(loc)) or self._location(loc)
+                                       for loc in stack.locations])
             sample.value.extend((stack.count, stack.cpu_ns))
             self._num_label(sample, "pid", stack.pid)
             self._num_label(sample, "tid", stack.tid)
@@ -168,12 +175,15 @@ class _Builder:
                 info = self.mapping_of(loc)
                 if info is None:
                     continue
-                key = _mapping_key(info)
+                key, executable = self._info(info)
                 infos.setdefault(key, info)
-                named[key] = named.get(key, True) and bool(loc.function)
+                if not loc.function:
+                    named[key] = False
+                else:
+                    named.setdefault(key, True)
                 if loc.is_kernel:
                     kernel.add(key)
-                elif _may_be_executable(info.path):
+                elif executable:
                     outermost = key
                     root_weight.setdefault(key, 0)
                 else:
@@ -205,9 +215,17 @@ class _Builder:
                                       filename=self.string(filename))
         return fid
 
+    def _info(self, info: MappingInfo) -> tuple[_MappingKey, bool]:
+        """The mapping's key, and whether it may be the executable."""
+        known = self._by_info.get(id(info))
+        if known is None:
+            known = self._by_info[id(info)] = (_mapping_key(info),
+                                               _may_be_executable(info.path))
+        return known
+
     def _location(self, loc: Location) -> int:
         info = self.mapping_of(loc)
-        mkey = None if info is None else _mapping_key(info)
+        mkey = None if info is None else self._info(info)[0]
         address = 0 if loc.synthetic else loc.address
         key: _LocationKey = (mkey, address, loc.is_kernel, loc.function)
         lid = self.location_ids.get(key)
@@ -218,6 +236,7 @@ class _Builder:
                 address=address)
             if loc.function:
                 new.line.add(function_id=self._function(loc.function))
+        self._by_loc[id(loc)] = lid
         return lid
 
 
