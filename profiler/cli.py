@@ -13,22 +13,19 @@ output already written stays written.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 
 from profiler.errors import SframeProfError
-from profiler.objfile import ObjectCache, ObjectError, ObjectFile
-from profiler.sframe.dump import COMPAT, dump_section
+from profiler.objfile import ObjectError, ObjectFile
 from profiler.sframe.section import SFrameError
-from profiler.snapshots import SnapshotError, read_snapshots, result_json
-from profiler.unwind import Unwinder
 
 SUBCOMMANDS = ("record", "report", "sframe-dump", "unwind-snapshots")
 
 
 def cmd_sframe_dump(args: argparse.Namespace) -> int:
+    from profiler.sframe.dump import dump_section
     obj = ObjectFile.open(args.file)
     sec = obj.sframe
     if sec is None:
@@ -40,6 +37,11 @@ def cmd_sframe_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_unwind_snapshots(args: argparse.Namespace) -> int:
+    import json
+
+    from profiler.objfile import ObjectCache
+    from profiler.snapshots import read_snapshots, result_json
+    from profiler.unwind import Unwinder
     unwinder = Unwinder(ObjectCache(args.root))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     n = reliable = 0
@@ -204,6 +206,7 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def tools_parser() -> argparse.ArgumentParser:
+    from profiler.sframe.dump import COMPAT
     p = argparse.ArgumentParser(prog="sframe-prof")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("sframe-dump", help="print a file's .sframe like objdump --sframe")
@@ -241,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(args)
-    except (SframeProfError, ObjectError, SFrameError, SnapshotError) as exc:
+    except (SframeProfError, ObjectError, SFrameError) as exc:
         print(f"sframe-prof: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
     except BrokenPipeError:

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import functools
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Callable
@@ -165,6 +164,7 @@ def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]]) -> No
     work overlaps and only the hand-over is in turn).  A part whose process cannot
     be started or fails for any reason is done here afterwards (a corrupt capture
     then gives the same error as without workers)."""
+    import pickle
     children: list[tuple[int, int, list[tuple[int, int, int, bool]]]] = []
     here = parts[:1]
     try:

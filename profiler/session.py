@@ -7,7 +7,6 @@ capture, shared by live runs and by `report` on a recorded capture.
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import struct
 import sys
@@ -56,7 +55,7 @@ class Options:
 
 
 def machine_arch() -> str:
-    m = platform.machine()
+    m = os.uname().machine
     return "aarch64" if m in ("aarch64", "arm64") else "x86_64"
 
 

@@ -14,10 +14,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from profiler.errors import SframeProfError
 from profiler.model import Mapping, RawSample, UnwoundStack
 
 
-class SnapshotError(Exception):
+class SnapshotError(SframeProfError):
     """A snapshot line that does not follow the format."""
 
 

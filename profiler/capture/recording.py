@@ -32,7 +32,6 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import socket
 import struct
 import time
 from collections.abc import Iterator, Sequence
@@ -94,7 +93,7 @@ class CaptureHeader:
     def here(cls, arch: str, **fields: object) -> CaptureHeader:
         """A header for a capture starting now on this machine."""
         uname = os.uname()
-        header = cls(arch, start_ns=time.time_ns(), hostname=socket.gethostname(),
+        header = cls(arch, start_ns=time.time_ns(), hostname=os.uname().nodename,
                      kernel_release=uname.release)
         for name, value in fields.items():
             setattr(header, name, value)
