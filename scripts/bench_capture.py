@@ -12,15 +12,16 @@
    the wall time, the workload's own CPU time is reported: on a shared host the wall
    time moves with everyone else's load, the CPU time only with what sampling costs
    the workload itself.
-2. Post-processing: one larger run of the same workload recorded once by
-   `sframe-prof record` and once by `perf record --call-graph dwarf`, at 999 Hz; then
-   `sframe-prof report` (unwind, symbolize, write pprof) against `perf script`
-   (unwind, symbolize, print), alternated, medians of --pp-repeat runs each, per
-   sample.  Both are whole commands, interpreter start-up included; the project's
-   Python bytecode is compiled once first, as an installed package has it.
+2. Post-processing: for each --pp-rounds size, one larger run of the same workload
+   recorded once by `sframe-prof record` and once by `perf record --call-graph dwarf`,
+   at 999 Hz; then `sframe-prof report` (unwind, symbolize, write pprof) against
+   `perf script` (unwind, symbolize, print), alternated, medians of --pp-repeat runs
+   each, per sample, in wall time and in CPU time (report unwinds a large capture in
+   several processes).  Both are whole commands, interpreter start-up included; the
+   project's Python bytecode is compiled once first, as an installed package has it.
 
 Run as root:  .venv/bin/python scripts/bench_capture.py [--rounds N] [--repeat K]
-                  [--pp-rounds N] [--pp-repeat K]
+                  [--pp-rounds N [N ...]] [--pp-repeat K]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = REPO / "tests" / "targets" / "v1host-x86_64-O2" / "prog"
@@ -138,45 +141,66 @@ def slowdowns(args: argparse.Namespace, tmp: str) -> None:
               f"{slow['perf']['wall']:+.2%} cpu {slow['perf']['cpu']:+.2%}{goal}")
 
 
-def postprocessing(args: argparse.Namespace, tmp: str) -> None:
+def _timed(cmd: list[str], stdout: Any = subprocess.DEVNULL) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the command and its children, its stderr)."""
+    cpu0 = _children_cpu()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=ENV)
+    _out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}: {err.strip()}")
+    return wall, _children_cpu() - cpu0, err
+
+
+def postprocessing(args: argparse.Namespace, tmp: str, rounds: int) -> None:
     cap = os.path.join(tmp, "run.sfcap")
     data = os.path.join(tmp, "perf999.data")
-    rounds = str(args.pp_rounds)
     subprocess.run([PY, "-m", "profiler", "record", "-q", "-F", "999", "-o", cap, "--",
-                    str(PROG), rounds, "1000", "0"], check=True, env=ENV)
+                    str(PROG), str(rounds), "1000", "0"], check=True, env=ENV)
     subprocess.run(["perf", "record", "-q", "-F", "999", "-e", "cpu-clock", "--call-graph",
-                    "dwarf,16384", "-o", data, "--", str(PROG), rounds, "1000", "0"],
+                    "dwarf,16384", "-o", data, "--", str(PROG), str(rounds), "1000", "0"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # exit = prog's
-    ours: list[float] = []
-    theirs: list[float] = []
+    ours: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
     n_ours = n_perf = 0
+    script_out = os.path.join(tmp, "perf-script.txt")
     for _ in range(args.pp_repeat):
-        t0 = time.perf_counter()
-        rep = subprocess.run([PY, "-m", "profiler", "report", cap, "-o",
-                              os.path.join(tmp, "rep.pb.gz")], capture_output=True, text=True,
-                             check=True, env=ENV)
-        ours.append(time.perf_counter() - t0)
-        n_ours = int(re.search(r"(\d+) samples", rep.stderr).group(1))  # type: ignore[union-attr]
+        wall, cpu, err = _timed([PY, "-m", "profiler", "report", cap, "-o",
+                                 os.path.join(tmp, "rep.pb.gz")])
+        ours.append((wall, cpu))
+        n_ours = int(re.search(r"(\d+) samples", err).group(1))  # type: ignore[union-attr]
         # perf script writes to a file (as a user would redirect it): reading its
         # output through a pipe into Python would add our decoding time to perf's.
-        script_out = os.path.join(tmp, "perf-script.txt")
         with open(script_out, "wb") as sink:
-            t0 = time.perf_counter()
-            subprocess.run(["perf", "script", "-i", data], stdout=sink,
-                           stderr=subprocess.DEVNULL, check=True)
-            theirs.append(time.perf_counter() - t0)
+            wall, cpu, _err = _timed(["perf", "script", "-i", data], stdout=sink)
+            theirs.append((wall, cpu))
         with open(script_out, "rb") as f:
             n_perf = sum(1 for line in f if line.strip() and not line[:1].isspace())
-    t_ours, t_perf = statistics.median(ours), statistics.median(theirs)
+    for path in (cap, data, script_out):
+        os.unlink(path)
+    t_ours = statistics.median(w for w, _c in ours)
+    t_perf = statistics.median(w for w, _c in theirs)
+    c_ours = statistics.median(c for _w, c in ours)
+    c_perf = statistics.median(c for _w, c in theirs)
     per_ours, per_perf = t_ours / n_ours, t_perf / n_perf
-    print(f"post-processing ({args.pp_rounds} rounds of the workload at 999 Hz, medians of "
-          f"{args.pp_repeat}, whole commands incl. start-up):")
-    print(f"  sframe-prof report  N = {n_ours} samples: {t_ours:.3f} s "
-          f"(min {min(ours):.3f}, max {max(ours):.3f}), {per_ours * 1e6:.1f} us/sample")
-    print(f"  perf script         N = {n_perf} samples: {t_perf:.3f} s "
-          f"(min {min(theirs):.3f}, max {max(theirs):.3f}), {per_perf * 1e6:.1f} us/sample")
-    print(f"  ratio perf script / sframe-prof report per sample: {per_perf / per_ours:.2f}x "
-          f"(goal: >= 5x)")
+    print(f"post-processing ({rounds} rounds of the workload at 999 Hz, medians of "
+          f"{args.pp_repeat}, whole commands incl. start-up; {len(os.sched_getaffinity(0))} "
+          "CPUs, report's default -j):")
+    print(f"  sframe-prof report  N = {n_ours} samples: {t_ours:.3f} s wall "
+          f"({min(w for w, _c in ours):.3f}..{max(w for w, _c in ours):.3f}), "
+          f"{per_ours * 1e6:.1f} us/sample; CPU {c_ours:.3f} s")
+    print(f"  perf script         N = {n_perf} samples: {t_perf:.3f} s wall "
+          f"({min(w for w, _c in theirs):.3f}..{max(w for w, _c in theirs):.3f}), "
+          f"{per_perf * 1e6:.1f} us/sample; CPU {c_perf:.3f} s")
+    print(f"  RESULT N={n_ours}: perf script / sframe-prof report per sample: wall "
+          f"{per_perf / per_ours:.2f}x, CPU {(c_perf / n_perf) / (c_ours / n_ours):.2f}x "
+          "(goal: >= 5x)")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -184,9 +208,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20000,
                     help="workload size for the slowdowns (default 20000, about 2 s)")
     ap.add_argument("--repeat", type=int, default=7, help="rounds per rate (default 7)")
-    ap.add_argument("--pp-rounds", type=int, default=200000,
-                    help="workload size for post-processing (default 200000: about "
-                         "20000 samples at 999 Hz)")
+    ap.add_argument("--pp-rounds", type=int, nargs="+", default=[200000, 600000],
+                    help="workload sizes for post-processing (default 200000 600000: "
+                         "about 20,000 and 65,000 samples at 999 Hz)")
     ap.add_argument("--pp-repeat", type=int, default=3)
     ap.add_argument("--skip-slowdown", action="store_true")
     ap.add_argument("--skip-post", action="store_true")
@@ -204,7 +228,8 @@ def main() -> int:
         if not args.skip_slowdown:
             slowdowns(args, tmp)
         if not args.skip_post:
-            postprocessing(args, tmp)
+            for rounds in args.pp_rounds:
+                postprocessing(args, tmp, rounds)
     return 0
 
 
