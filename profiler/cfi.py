@@ -1,7 +1,7 @@
 """DWARF CFI reader: ``.eh_frame`` / ``.debug_frame`` -> format-neutral :class:`Rule`.
 
 This is the fallback unwind table for ELF files without ``.sframe`` (today libc,
-ld.so, libstdc++ and the vDSO).  pyelftools is used for the ELF container (header,
+ld.so, libstdc++ and the vDSO).  profiler.elf reads the ELF container (header,
 section table, section bytes); the CFI itself (CIE/FDE headers, augmentations,
 pointer encodings and the call-frame instructions) is decoded here, byte by byte,
 because pyelftools' CFI decoder
@@ -61,8 +61,9 @@ import struct
 import sys
 from array import array
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import TypeGuard
 
+from profiler.elf import ET_REL, SHT_NOBITS, ElfError, ElfFile, Section
 from profiler.rules import (
     LOC_CFA_DEREF,
     LOC_REG,
@@ -71,9 +72,6 @@ from profiler.rules import (
     LOC_UNDEFINED,
     Rule,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from elftools.elf.elffile import ELFFile
 
 __all__ = ["CfiError", "CfiTable"]
 
@@ -920,7 +918,7 @@ class CfiTable:
 
     # -- construction -----------------------------------------------------------
     @classmethod
-    def from_elf(cls, elf: ELFFile, name: str, *,
+    def from_elf(cls, elf: ElfFile, name: str, *,
                  use_eh_frame_hdr: bool = True) -> CfiTable | None:
         """Read the CFI sections of `elf`; None if the file has none.
 
@@ -933,41 +931,39 @@ class CfiTable:
             raise
         except _Bad as e:
             raise CfiError(_one_line(f"{name}: {e}")) from None
-        except Exception as e:  # pyelftools / construct / I/O errors
-            raise CfiError(_one_line(
-                f"{name}: cannot read ELF file: {type(e).__name__}: {e}")) from None
+        except ElfError as e:
+            raise CfiError(_one_line(f"{name}: cannot read ELF file: {e}")) from None
 
     @classmethod
-    def _from_elf(cls, elf: Any, name: str, use_hdr: bool) -> CfiTable | None:
-        machine = elf["e_machine"]
+    def _from_elf(cls, elf: ElfFile, name: str, use_hdr: bool) -> CfiTable | None:
+        machine = elf.machine
         if machine not in _ARCHES:
             raise CfiError(_one_line(f"{name}: unsupported machine {machine}"))
-        if elf["e_type"] == "ET_REL":
+        if elf.e_type == ET_REL:
             raise CfiError(_one_line(
                 f"{name}: relocatable object (unrelocated CFI) not supported"))
         addr_size = 8 if elf.elfclass == 64 else 4
         little = elf.little_endian
         table = cls(name, machine)
 
-        def usable(sec: Any) -> bool:
-            return bool(sec is not None and sec["sh_type"] != "SHT_NOBITS"
-                        and sec["sh_size"] > 0)
+        def usable(sec: Section | None) -> TypeGuard[Section]:
+            return sec is not None and sec.sh_type != SHT_NOBITS and sec.sh_size > 0
 
-        eh = elf.get_section_by_name(".eh_frame")
+        eh = elf.find_section(".eh_frame")
         if usable(eh):
-            s = _Section(table, ".eh_frame", bytes(eh.data()), eh["sh_addr"], True,
+            s = _Section(table, ".eh_frame", elf.section_data(eh), eh.sh_addr, True,
                          addr_size, little)
             table._sections.append(s)
             if use_hdr:
-                hdr = elf.get_section_by_name(".eh_frame_hdr")
+                hdr = elf.find_section(".eh_frame_hdr")
                 if usable(hdr):
-                    idx = _parse_eh_frame_hdr(bytes(hdr.data()), hdr["sh_addr"], s)
+                    idx = _parse_eh_frame_hdr(elf.section_data(hdr), hdr.sh_addr, s)
                     if idx is not None:
                         s.set_hdr_index(*idx)
-        df = elf.get_section_by_name(".debug_frame")
+        df = elf.find_section(".debug_frame")
         if usable(df):
             table._sections.append(_Section(
-                table, ".debug_frame", bytes(df.data()), 0, False, addr_size, little))
+                table, ".debug_frame", elf.section_data(df), 0, False, addr_size, little))
         if not table._sections:
             return None
         return table

@@ -1,6 +1,6 @@
 """One mapped ELF object: its load segments, unwind tables and code bytes.
 
-pyelftools is the container reader: it finds the segments and sections.  The
+profiler.elf is the container reader: it finds the segments and sections.  The
 `.sframe` section is found by name, by section type SHT_GNU_SFRAME or by the
 PT_GNU_SFRAME program header, and decoded by profiler.sframe.  `.eh_frame` /
 `.debug_frame` CFI comes from profiler.cfi and is loaded only when needed.
@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from profiler import insn, rules
+from profiler.elf import (
+    PT_GNU_SFRAME,
+    PT_LOAD,
+    SHF_ALLOC,
+    SHT_GNU_SFRAME,
+    SHT_REL,
+    SHT_RELA,
+    ElfError,
+    ElfFile,
+    SymbolRow,
+    c_string,
+)
 from profiler.rules import Rule
-from profiler.sframe import constants as C
 from profiler.sframe.section import SFrameError, SFrameSection
 
 if TYPE_CHECKING:
@@ -30,35 +37,11 @@ class ObjectError(Exception):
     """The file is missing, unreadable or not an ELF file we can use."""
 
 
-# Bounds on the header tables of a file we open (real files have a dozen segments and
-# at most a few thousand sections; pyelftools walks every entry on each iteration).
-MAX_SEGMENTS = 1 << 12
-MAX_SECTIONS = 1 << 16
+# Bounds on what one file can make us read or keep (the header tables are bounded by
+# profiler.elf: MAX_SEGMENTS, MAX_SECTIONS).
 MAX_RELOCS = 1 << 20     # dynamic relocations or .dynsym entries read per file
 MAX_DECODED = 4096       # functions whose decoded code is kept per file
 MAX_MEMO = 1 << 17       # memoized rule lookups per file
-
-
-def check_elf_tables(elf: ELFFile, size: int, name: str) -> None:
-    """Raise ObjectError unless the program and section header tables lie inside the
-    `size`-byte file with entries of the right size, and are not absurdly long.
-
-    pyelftools checks neither: e_phentsize 0 with e_phnum 65535 makes it parse the ELF
-    header 65535 times per walk over the segments.
-    """
-    wide = elf.elfclass == 64
-    for what, count, off, entsize, need, limit in (
-            ("program header", elf.num_segments(), elf["e_phoff"], elf["e_phentsize"],
-             56 if wide else 32, MAX_SEGMENTS),
-            ("section header", elf.num_sections(), elf["e_shoff"], elf["e_shentsize"],
-             64 if wide else 40, MAX_SECTIONS)):
-        if not count:
-            continue
-        if count > limit:
-            raise ObjectError(f"{name}: {count} {what} entries (at most {limit})")
-        if entsize < need or off + count * entsize > size:
-            raise ObjectError(f"{name}: {what} table ({count} x {entsize} bytes at offset "
-                              f"{off}) does not fit the {size}-byte file")
 
 
 _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
@@ -79,23 +62,6 @@ def is_sigreturn_at(arch: str, addr: int, read: Callable[[int, int], bytes]) -> 
 
 
 _IRELATIVE = {"EM_X86_64": 37, "EM_AARCH64": 1032}   # R_X86_64_IRELATIVE, R_AARCH64_IRELATIVE
-_RELA = struct.Struct("<QQq")                        # Elf64_Rela
-_REL = struct.Struct("<QQ")                          # Elf64_Rel
-_SYM64 = struct.Struct("<IBBHQQ")                    # Elf64_Sym
-
-
-def c_string(table: bytes, at: int) -> str:
-    """The NUL-terminated string at offset `at` of an ELF string table (to its end
-    if unterminated), undecodable bytes replaced."""
-    end = table.find(b"\0", at)
-    return table[at:end if end >= 0 else len(table)].decode("utf-8", "replace")
-
-
-def _symbol_name(symtab: bytes, strtab: bytes, index: int) -> str:
-    """Name of entry `index` of an Elf64_Sym table (IndexError past its end)."""
-    if (index + 1) * _SYM64.size > len(symtab):
-        raise IndexError(index)
-    return c_string(strtab, _SYM64.unpack_from(symtab, index * _SYM64.size)[0])
 
 
 def rule_shape(rule: Rule) -> tuple[int, ...]:
@@ -118,28 +84,15 @@ class ObjectFile:
         self.name = name
         self._stream = stream
         try:
-            self.elf = ELFFile(stream)
-            check_elf_tables(self.elf, self.elf.stream_len, name)
-            self.machine = self.elf["e_machine"]
-            self.arch = _MACHINES.get(self.machine, self.machine)
-            self.loads = [
-                (s["p_vaddr"], s["p_offset"], s["p_filesz"], s["p_memsz"], s["p_flags"])
-                for s in self.elf.iter_segments() if s["p_type"] == "PT_LOAD"
-            ]
-            self._sections: list[tuple[str, object, int, int, int]] = []
-            # (sh_flags, sh_link, sh_entsize) of each section, in the same order.
-            self._section_links: list[tuple[int, int, int]] = []
-            for sec in self.elf.iter_sections():
-                self._sections.append((sec.name, sec["sh_type"], sec["sh_addr"],
-                                       sec["sh_offset"], sec["sh_size"]))
-                self._section_links.append((sec["sh_flags"], sec["sh_link"],
-                                            sec["sh_entsize"]))
-        except ObjectError:
-            raise
-        except (ELFError, ValueError, KeyError, OSError, Exception) as exc:  # noqa: BLE001
-            # pyelftools raises many exception types (construct errors among them)
-            # on a damaged file; they all mean the same thing to us.
+            self.elf = ElfFile(stream)
+        except ElfError as exc:
             raise ObjectError(f"{name}: not a usable ELF file ({exc})") from None
+        self.machine = self.elf.machine
+        self.arch = _MACHINES.get(self.machine, self.machine)
+        self.loads = [(s.p_vaddr, s.p_offset, s.p_filesz, s.p_memsz, s.p_flags)
+                      for s in self.elf.segments if s.p_type == PT_LOAD]
+        # The section headers, for profiler/agent/procs.py (it sizes the tables).
+        self._sections = self.elf.sections
         self._sframe_loaded = False
         self._sframe: SFrameSection | None = None
         self.sframe_error: str | None = None
@@ -149,13 +102,13 @@ class ObjectFile:
         self._rule_memo: dict[int, tuple[Rule | None, str]] = {}
         self._sig_memo: dict[int, bool] = {}
         self.plt_ranges = [
-            (addr, addr + size) for name, _t, addr, _o, size in self._sections
-            if name == ".plt" and size > 32
+            (sec.sh_addr, sec.sh_addr + sec.sh_size) for sec in self.elf.sections
+            if sec.name == ".plt" and sec.sh_size > 32
         ]
         # Every PLT-like section: .plt, .plt.sec, .plt.got, .iplt (static ifuncs).
         self.stub_ranges = [
-            (addr, addr + size) for name, _t, addr, _o, size in self._sections
-            if name.startswith((".plt", ".iplt")) and size
+            (sec.sh_addr, sec.sh_addr + sec.sh_size) for sec in self.elf.sections
+            if sec.name.startswith((".plt", ".iplt")) and sec.sh_size
         ]
         self._jumps_memo: dict[int, frozenset[int] | None] = {}
         self._x86_memo: dict[int, insn.X86Function] = {}
@@ -192,10 +145,9 @@ class ObjectFile:
         for seg_vaddr, offset, filesz, _memsz, _flags in self.loads:
             if seg_vaddr <= vaddr and vaddr + size <= seg_vaddr + filesz:
                 try:
-                    self._stream.seek(offset + vaddr - seg_vaddr)
-                    return self._stream.read(size)
-                except (OverflowError, ValueError, OSError):
-                    return b""   # a p_offset no file can have (past 2**63)
+                    return self.elf.read(offset + vaddr - seg_vaddr, size)
+                except ElfError:
+                    return b""   # past the end of the file (a p_offset past 2**63, say)
         return b""
 
     def a64_plt_rule(self, vaddr: int) -> Rule | None:
@@ -345,75 +297,30 @@ class ObjectFile:
         return self._slots.get(slot)
 
     def _read_slots(self) -> dict[int, str]:
-        """slot_symbol's table, read with struct from the dynamic relocation sections
-        (pyelftools parses one entry at a time: 1.7 s for libLLVM's, 60 ms this way)."""
-        if self.elf.elfclass != 64 or not self.elf.little_endian:
-            return self._read_slots_elftools()
+        """slot_symbol's table, from the dynamic (SHF_ALLOC) relocation sections."""
         out: dict[int, str] = {}
         irelative = _IRELATIVE.get(self.machine, -1)
-        names: dict[int, tuple[bytes, bytes]] = {}
+        elf = self.elf
+        symbols: dict[int, tuple[list[SymbolRow], bytes]] = {}
         try:
-            for (_name, sh_type, _addr, offset, size), (flags, link, entsize) in zip(
-                    self._sections, self._section_links):
-                if sh_type not in ("SHT_RELA", "SHT_REL") or not flags & 2:
+            for sec in elf.sections:
+                if sec.sh_type not in (SHT_RELA, SHT_REL) or not sec.sh_flags & SHF_ALLOC:
                     continue
-                fmt = _RELA if sh_type == "SHT_RELA" else _REL
-                if entsize not in (0, fmt.size):
-                    return self._read_slots_elftools()
-                count = min(size // fmt.size, MAX_RELOCS)
-                for at in range(0, count, 4096):            # in pieces: big tables
-                    n = min(4096, count - at)
-                    for rel in fmt.iter_unpack(self._read_at(offset + at * fmt.size,
-                                                             n * fmt.size)):
-                        rtype, sym = rel[1] & 0xFFFFFFFF, rel[1] >> 32
-                        if rtype == irelative:
-                            out[rel[0]] = ""
-                        elif sym:
-                            if link not in names:
-                                names[link] = self._symbol_table(link)
-                            out[rel[0]] = _symbol_name(*names[link], sym)
-        except (ObjectError, struct.error, IndexError, OverflowError, ValueError):
+                for r_offset, r_sym, r_type in elf.read_relocations(sec, MAX_RELOCS):
+                    if r_type == irelative:
+                        out[r_offset] = ""
+                    elif r_sym:
+                        if sec.sh_link not in symbols:
+                            symtab = elf.linked_section(sec)
+                            symbols[sec.sh_link] = (
+                                elf.read_symbols(symtab, MAX_RELOCS),
+                                elf.section_data(elf.linked_section(symtab)))
+                        rows, strtab = symbols[sec.sh_link]
+                        if r_sym >= len(rows):
+                            break   # past its symbol table: the rest is not trusted
+                        out[r_offset] = c_string(strtab, rows[r_sym][0])
+        except ElfError:
             pass    # a damaged table: what was read stays
-        return out
-
-    def _read_at(self, offset: int, size: int) -> bytes:
-        self._stream.seek(offset)
-        data = self._stream.read(size)
-        if len(data) != size:
-            raise ObjectError(f"{self.name}: table at {offset} runs past the end of the file")
-        return data
-
-    def _symbol_table(self, index: int) -> tuple[bytes, bytes]:
-        """(symbol table bytes, its string table bytes) of section `index`."""
-        if not 0 <= index < len(self._sections):
-            raise ObjectError(f"{self.name}: no section {index}")
-        _n, _t, _a, offset, size = self._sections[index]
-        strtab = self._section_links[index][1]
-        if not 0 <= strtab < len(self._sections):
-            raise ObjectError(f"{self.name}: no section {strtab}")
-        size = min(size, MAX_RELOCS * _SYM64.size)
-        return (self._read_at(offset, size - size % _SYM64.size),
-                self._read_at(self._sections[strtab][3], self._sections[strtab][4]))
-
-    def _read_slots_elftools(self) -> dict[int, str]:
-        """_read_slots for files that are not 64-bit little-endian, with pyelftools."""
-        out: dict[int, str] = {}
-        irelative = _IRELATIVE.get(self.machine, -1)
-        try:
-            for sec in self.elf.iter_sections():
-                if sec["sh_type"] not in ("SHT_RELA", "SHT_REL") or not sec["sh_flags"] & 2:
-                    continue
-                symtab = self.elf.get_section(sec["sh_link"])
-                for n, rel in enumerate(sec.iter_relocations()):  # type: ignore[attr-defined]
-                    if n >= MAX_RELOCS:
-                        break
-                    if rel["r_info_type"] == irelative:
-                        out[rel["r_offset"]] = ""
-                    elif rel["r_info_sym"]:
-                        out[rel["r_offset"]] = symtab.get_symbol(  # type: ignore[attr-defined]
-                            rel["r_info_sym"]).name
-        except Exception:  # noqa: BLE001 -- a damaged table: what was read stays
-            pass
         return out
 
     def exports(self, name: str) -> list[tuple[int, bool]]:
@@ -422,32 +329,14 @@ class ObjectFile:
             from profiler.symbolize import dynamic_exports
             try:
                 self._exports = dynamic_exports(self.elf, MAX_RELOCS)
-            except Exception:  # noqa: BLE001 -- damaged headers: read them below
-                self._exports = None
-            if self._exports is None:
-                self._exports = self._read_exports()
+            except ElfError:
+                self._exports = {}
         return self._exports.get(name, [])
 
     @property
     def is_dynamic_linker(self) -> bool:
         """Whether this is glibc's ld.so (it defines _rtld_global)."""
         return bool(self.exports("_rtld_global"))
-
-    def _read_exports(self) -> dict[str, list[tuple[int, bool]]]:
-        """exports() the slow way (pyelftools), for files with unusual headers."""
-        out: dict[str, list[tuple[int, bool]]] = {}
-        try:
-            dynsym = self.elf.get_section_by_name(".dynsym")
-            syms = dynsym.iter_symbols() if dynsym is not None else ()  # type: ignore[attr-defined]
-            for n, sym in enumerate(syms):
-                if n >= MAX_RELOCS:
-                    break
-                if sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
-                    out.setdefault(sym.name, []).append(
-                        (sym["st_value"], sym["st_info"]["type"] == "STT_LOOS"))
-        except Exception:  # noqa: BLE001 -- a damaged table: what was read stays
-            pass
-        return out
 
     def is_sigreturn(self, vaddr: int) -> bool:
         """Whether link-time `vaddr` is in an rt_sigreturn trampoline (on either insn)."""
@@ -472,12 +361,12 @@ class ObjectFile:
 
     def find_sframe_location(self) -> tuple[int, int, int] | None:
         """(link-time address, file offset, size) of the SFrame section, if any."""
-        for name, sh_type, addr, offset, size in self._sections:
-            if name == ".sframe" or sh_type in (C.SHT_GNU_SFRAME, "SHT_GNU_SFRAME"):
-                return addr, offset, size
-        for seg in self.elf.iter_segments():
-            if seg["p_type"] in (C.PT_GNU_SFRAME, "PT_GNU_SFRAME"):
-                return seg["p_vaddr"], seg["p_offset"], seg["p_filesz"]
+        for sec in self.elf.sections:
+            if sec.name == ".sframe" or sec.sh_type == SHT_GNU_SFRAME:
+                return sec.sh_addr, sec.sh_offset, sec.sh_size
+        for seg in self.elf.segments:
+            if seg.p_type == PT_GNU_SFRAME:
+                return seg.p_vaddr, seg.p_offset, seg.p_filesz
         return None
 
     def _load_sframe(self) -> SFrameSection | None:
@@ -487,13 +376,11 @@ class ObjectFile:
         addr, offset, size = loc
         if size == 0:
             return None
-        file_size = self._stream.seek(0, io.SEEK_END)
-        if offset + size > file_size:
-            raise SFrameError(f"{self.name}: bad .sframe: section runs past the end of the file")
-        self._stream.seek(offset)
-        data = self._stream.read(size)
-        if len(data) != size:
-            raise SFrameError(f"{self.name}: bad .sframe: section runs past the end of the file")
+        try:
+            data = self.elf.read(offset, size)
+        except ElfError:
+            raise SFrameError(f"{self.name}: bad .sframe: section runs past the end of the "
+                              "file") from None
         return SFrameSection(data, addr, self.name)
 
     @property

@@ -38,26 +38,31 @@ import io
 import lzma
 import os
 import re
-import struct
 import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import Any, BinaryIO
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import BinaryIO
 
 from profiler.demangle import demangle
-from profiler.objfile import ObjectError, ObjectFile, c_string, check_elf_tables
+from profiler.elf import (
+    SHF_EXECINSTR,
+    SHN_ABS,
+    SHN_LORESERVE,
+    SHN_UNDEF,
+    SHT_DYNSYM,
+    SHT_NOBITS,
+    SHT_SYMTAB,
+    ElfError,
+    ElfFile,
+    c_string,
+)
+from profiler.objfile import ObjectFile
 
 __all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
 
 STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC = 0, 2, 10
 STB_LOCAL, STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE = 0, 1, 2, 10
-SHN_UNDEF, SHN_LORESERVE, SHN_ABS = 0, 0xFF00, 0xFFF1
-SHF_EXECINSTR = 0x4
-NT_GNU_BUILD_ID = 3
 # Bounds on what a target's file can make us do: symbol-table entries read per table,
 # and the size a MiniDebugInfo (.gnu_debugdata) section may decompress to.
 MAX_SYMBOLS = 1 << 22
@@ -131,139 +136,17 @@ def _paint(items: list[tuple[int, int, int, int]]) -> _Segments:
 
 # -- ELF helpers --------------------------------------------------------------------
 
-def _note_build_id(data: bytes, little: bool, align: int) -> str:
-    fmt = "<III" if little else ">III"
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from(fmt, data, pos)
-        pos += 12
-        name = data[pos:pos + namesz]
-        pos += (namesz + align - 1) & ~(align - 1)
-        desc = data[pos:pos + descsz]
-        pos += (descsz + align - 1) & ~(align - 1)
-        if ntype == NT_GNU_BUILD_ID and name.rstrip(b"\0") == b"GNU" and len(desc) == descsz:
-            return desc.hex()
-    return ""
-
-
-# -- section headers without pyelftools' per-field parsing -----------------------------
-
-SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
-SHF_COMPRESSED = 0x800
-
-
-class _Section:
-    __slots__ = ("addr", "addralign", "flags", "link", "name", "offset", "size", "type")
-
-    def __init__(self, name: str, stype: int, flags: int, addr: int, offset: int, size: int,
-                 link: int, addralign: int) -> None:
-        self.name = name
-        self.type = stype
-        self.flags = flags
-        self.addr = addr
-        self.offset = offset
-        self.size = size
-        self.link = link
-        self.addralign = addralign
-
-
-def _sections(elf: ELFFile) -> list[_Section] | None:
-    """The section headers of `elf` decoded with one struct call, or None when the
-    file is anything but plain (extended numbering, compressed or out-of-file
-    sections, short reads): the callers then use pyelftools, as before."""
-    try:
-        h = elf.header
-        shoff, shnum, shentsize, shstrndx = (h["e_shoff"], h["e_shnum"], h["e_shentsize"],
-                                             h["e_shstrndx"])
-        e = "<" if elf.little_endian else ">"
-        if elf.elfclass == 64:
-            fmt = struct.Struct(e + "IIQQQQIIQQ")
-        else:
-            fmt = struct.Struct(e + "IIIIIIIIII")
-        if not shoff or not 0 < shnum < SHN_LORESERVE or shentsize != fmt.size \
-                or not 0 < shstrndx < shnum:
-            return None
-        stream = elf.stream
-        stream.seek(0, os.SEEK_END)
-        file_size = stream.tell()
-        stream.seek(shoff)
-        raw = stream.read(shnum * shentsize)
-        if len(raw) != shnum * shentsize:
-            return None
-        rows = list(fmt.iter_unpack(raw))
-        for (_n, stype, flags, _a, offset, size, *_r) in rows:
-            if flags & SHF_COMPRESSED or (stype != SHT_NOBITS and offset + size > file_size):
-                return None
-        _n, _t, _f, _a, str_off, str_size, *_r = rows[shstrndx]
-        stream.seek(str_off)
-        names = stream.read(str_size)
-        out = []
-        for (name_off, stype, flags, addr, offset, size, link, _info, align,
-             _entsize) in rows:
-            name = c_string(names, name_off)
-            out.append(_Section(name, stype, flags, addr, offset, size, link, align))
-        return out
-    except (ELFError, ValueError, struct.error, OSError, OverflowError, KeyError,
-            AttributeError):
-        return None
-
-
-def _section_data(elf: ELFFile, sec: _Section) -> bytes:
-    if sec.type == SHT_NOBITS:
-        return b""
-    elf.stream.seek(sec.offset)
-    return elf.stream.read(sec.size)
-
-
-def _elf_build_id(elf: ELFFile) -> str:
-    little = bool(elf.little_endian)
-    table = _sections(elf)
-    try:
-        notes: list[tuple[str, int, Any]]
-        if table is not None:
-            notes = [(sec.name, sec.addralign, sec) for sec in table if sec.type == SHT_NOTE]
-        else:
-            notes = [(s.name, s["sh_addralign"], s) for s in elf.iter_sections()
-                     if s["sh_type"] == "SHT_NOTE"]
-        notes.sort(key=lambda n: n[0] != ".note.gnu.build-id")
-        for _name, addralign, sec in notes:
-            data = _section_data(elf, sec) if table is not None else sec.data()
-            bid = _note_build_id(data, little, 8 if addralign == 8 else 4)
-            if bid:
-                return bid
-        for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_NOTE":
-                align = 8 if seg["p_align"] == 8 else 4
-                bid = _note_build_id(seg.data(), little, align)
-                if bid:
-                    return bid
-    except (ELFError, ValueError, struct.error, OSError, OverflowError):
-        return ""   # OverflowError: pyelftools seeking to a p_offset past 2**63
-    return ""
-
-
 def read_build_id(obj: ObjectFile) -> str:
     """The GNU build ID of `obj` as lowercase hex ("" if it has none)."""
-    return _elf_build_id(obj.elf)
+    return obj.elf.build_id()
 
 
-def _debuglink(elf: ELFFile) -> tuple[str, int] | None:
-    """(file name, CRC32) from .gnu_debuglink, if present and well formed."""
-    sec = elf.get_section_by_name(".gnu_debuglink")
-    if sec is None:
+def _debuglink(elf: ElfFile) -> tuple[str, int] | None:
+    """(file name, CRC32) from .gnu_debuglink, if present and a plain file name."""
+    link = elf.debuglink()
+    if link is None or "/" in link[0]:
         return None
-    data = sec.data()
-    end = data.find(b"\0")
-    if end <= 0:
-        return None
-    crc_at = (end + 4) & ~3
-    if crc_at + 4 > len(data):
-        return None
-    crc = struct.unpack_from("<I" if elf.little_endian else ">I", data, crc_at)[0]
-    name = data[:end].decode("utf-8", "surrogateescape")
-    if "/" in name:
-        return None
-    return name, crc
+    return link
 
 
 def _file_crc32(path: str) -> int:
@@ -274,37 +157,7 @@ def _file_crc32(path: str) -> int:
     return crc
 
 
-# One raw symbol: (value, size, name offset, type, binding, section index).
-_RawSym = tuple[int, int, int, int, int, int]
 _WANTED_TYPES = frozenset((STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC))
-
-
-def _raw_symbols(elf: ELFFile, sec: Any) -> tuple[list[_RawSym], bytes]:
-    """The defined, nonzero FUNC/IFUNC/NOTYPE entries of a SYMTAB/DYNSYM section,
-    decoded with struct, and its string table."""
-    if sec["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM"):
-        return [], b""
-    data = sec.data()
-    strtab = elf.get_section(sec["sh_link"]).data()
-    return _decode_symbols(elf, data), strtab
-
-
-def _decode_symbols(elf: ELFFile, data: bytes) -> list[_RawSym]:
-    e = "<" if elf.little_endian else ">"
-    wanted = _WANTED_TYPES
-    if elf.elfclass == 64:
-        fmt = struct.Struct(e + "IBBHQQ")
-        usable = min(len(data) - len(data) % fmt.size, MAX_SYMBOLS * fmt.size)
-        out = [(value, size, name, info & 0xF, info >> 4, shndx)
-               for name, info, _other, shndx, value, size in fmt.iter_unpack(data[:usable])
-               if value and shndx and info & 0xF in wanted]
-    else:
-        fmt = struct.Struct(e + "IIIBBH")
-        usable = min(len(data) - len(data) % fmt.size, MAX_SYMBOLS * fmt.size)
-        out = [(value, size, name, info & 0xF, info >> 4, shndx)
-               for name, value, size, info, _other, shndx in fmt.iter_unpack(data[:usable])
-               if value and shndx and info & 0xF in wanted]
-    return out
 
 
 class _Candidate:
@@ -321,46 +174,30 @@ class _Candidate:
         self.sec_end = sec_end
 
 
-def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate],
+def _collect(elf: ElfFile, which: Iterable[str], out: list[_Candidate],
              errors: list[str], label: str = "") -> list[str]:
     """Append the function symbols of `elf`'s sections named in `which`; returns the
     names of the sections that had any.  A damaged table is skipped with a note in
-    `errors` (pyelftools raises many exception types on bad input)."""
+    `errors`."""
     used: list[str] = []
-    table = _sections(elf)
-    try:
-        if table is not None:
-            shinfo = [(sec.flags, sec.addr, sec.size) for sec in table]
-        else:
-            shinfo = [(s["sh_flags"], s["sh_addr"], s["sh_size"]) for s in elf.iter_sections()]
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f"{label}section headers: unusable ({exc})")
-        return used
+    shinfo = [(sec.sh_flags, sec.sh_addr, sec.sh_size) for sec in elf.sections]
+    wanted = _WANTED_TYPES
     for secname in which:
+        sec = elf.find_section(secname)
+        if sec is None or sec.sh_type not in (SHT_SYMTAB, SHT_DYNSYM):
+            continue
         try:
-            if table is not None:
-                found = next((sec for sec in table if sec.name == secname), None)
-                if found is None:
-                    continue
-                if found.type not in (SHT_SYMTAB, SHT_DYNSYM):
-                    raw, strtab = [], b""
-                else:
-                    if not 0 <= found.link < len(table):
-                        raise ValueError(f"string table index {found.link} out of range")
-                    raw = _decode_symbols(elf, _section_data(elf, found))
-                    strtab = _section_data(elf, table[found.link])
-            else:
-                sec = elf.get_section_by_name(secname)
-                if sec is None:
-                    continue
-                raw, strtab = _raw_symbols(elf, sec)
-        except Exception as exc:  # noqa: BLE001
+            rows = elf.read_symbols(sec, MAX_SYMBOLS)
+            strtab = elf.section_data(elf.linked_section(sec))
+        except ElfError as exc:
             errors.append(f"{label}{secname}: unusable ({exc})")
             continue
         before = len(out)
-        for value, size, noff, stype, bind, shndx in raw:
-            if value == 0 or shndx == SHN_UNDEF or (shndx >= SHN_LORESERVE and shndx != SHN_ABS):
+        for noff, value, size, info, _other, shndx in [
+                r for r in rows if r[1] and r[5] and r[3] & 0xF in wanted]:
+            if shndx >= SHN_LORESERVE and shndx != SHN_ABS:
                 continue
+            stype, bind = info & 0xF, info >> 4
             if shndx == SHN_ABS:
                 if stype not in (STT_FUNC, STT_GNU_IFUNC):
                     continue
@@ -393,33 +230,18 @@ def _collect(elf: ELFFile, which: Iterable[str], out: list[_Candidate],
     return used
 
 
-def dynamic_exports(elf: ELFFile,
-                    limit: int = MAX_SYMBOLS) -> dict[str, list[tuple[int, bool]]] | None:
+def dynamic_exports(elf: ElfFile,
+                    limit: int = MAX_SYMBOLS) -> dict[str, list[tuple[int, bool]]]:
     """{name: [(link-time value, is an ifunc), ...]} of the defined, nonzero entries
-    among the first `limit` of `.dynsym`, read with struct (pyelftools' per-symbol
-    parsing costs ~60 ms on libc); None when the section headers are not plain (the
-    caller then reads them its own way).  {} when there is no .dynsym."""
-    table = _sections(elf)
-    if table is None:
-        return None
+    among the first `limit` of `.dynsym` ({} when there is none).  ElfError when the
+    table or its strings are damaged."""
     out: dict[str, list[tuple[int, bool]]] = {}
-    sec = next((t for t in table if t.name == ".dynsym"), None)
-    if sec is None or sec.type != SHT_DYNSYM or not 0 <= sec.link < len(table):
+    sec = elf.find_section(".dynsym")
+    if sec is None or sec.sh_type != SHT_DYNSYM:
         return out
-    data = _section_data(elf, sec)
-    strtab = _section_data(elf, table[sec.link])
-    e = "<" if elf.little_endian else ">"
-    if elf.elfclass == 64:
-        fmt = struct.Struct(e + "IBBHQQ")
-        rows = ((name, info, shndx, value) for name, info, _o, shndx, value, _size
-                in fmt.iter_unpack(data[:min(len(data) - len(data) % fmt.size,
-                                             limit * fmt.size)]))
-    else:
-        fmt = struct.Struct(e + "IIIBBH")
-        rows = ((name, info, shndx, value) for name, value, _size, info, _o, shndx
-                in fmt.iter_unpack(data[:min(len(data) - len(data) % fmt.size,
-                                             limit * fmt.size)]))
-    for noff, info, shndx, value in rows:
+    rows = elf.read_symbols(sec, limit)
+    strtab = elf.section_data(elf.linked_section(sec))
+    for noff, value, _size, info, _other, shndx in rows:
         if shndx == SHN_UNDEF or not value:
             continue
         out.setdefault(c_string(strtab, noff), []).append((value, info & 0xF == STT_GNU_IFUNC))
@@ -484,19 +306,20 @@ class ElfSymbols:
         if ".symtab" not in sources:
             try:
                 found = _find_debug_file(obj, build_id, debug_dirs, root, errors)
-            except Exception as exc:  # noqa: BLE001 - e.g. a damaged .gnu_debuglink
+            except (ElfError, OSError, ValueError) as exc:  # e.g. a damaged .gnu_debuglink
                 errors.append(f"separate debug file: not usable ({exc})")
                 found = None
             if found is not None:
                 path, how, stream = found
                 with stream:
                     try:
-                        debug_elf = ELFFile(stream)
+                        debug_elf = ElfFile(stream)
+                    except ElfError as exc:
+                        errors.append(f"{path}: unusable debug file ({exc})")
+                    else:
                         if _collect(debug_elf, (".symtab",), cands, errors, f"{path}: "):
                             sources.append(f"{how}:{path}")
                             debug_file = path
-                    except (ELFError, ValueError, struct.error, OSError) as exc:
-                        errors.append(f"{path}: unusable debug file ({exc})")
             if debug_file is None:
                 mini = _mini_debuginfo(obj.elf, errors)
                 if mini is not None and _collect(mini, (".symtab",), cands, errors,
@@ -610,29 +433,25 @@ def _find_debug_file(obj: ObjectFile, build_id: str, debug_dirs: Sequence[str],
 
 def _stream_build_id(f: BinaryIO) -> str:
     try:
-        f.seek(0)
-        return _elf_build_id(ELFFile(f))
-    except (ELFError, ValueError, struct.error, OSError):
+        return ElfFile(f).build_id()
+    except ElfError:
         return ""
 
 
-def _mini_debuginfo(elf: ELFFile, errors: list[str]) -> ELFFile | None:
+def _mini_debuginfo(elf: ElfFile, errors: list[str]) -> ElfFile | None:
     """The ELF file inside .gnu_debugdata (MiniDebugInfo), or None."""
-    sec = elf.get_section_by_name(".gnu_debugdata")
-    if sec is None or sec["sh_type"] == "SHT_NOBITS":
+    sec = elf.find_section(".gnu_debugdata")
+    if sec is None or sec.sh_type == SHT_NOBITS:
         return None
     try:
         dec = lzma.LZMADecompressor()
-        data = dec.decompress(sec.data(), max_length=MAX_MINIDEBUGINFO_BYTES)
+        data = dec.decompress(elf.section_data(sec), max_length=MAX_MINIDEBUGINFO_BYTES)
         if not dec.eof:
             errors.append(".gnu_debugdata: unusable (truncated, or larger than "
                           f"{MAX_MINIDEBUGINFO_BYTES} bytes decompressed)")
             return None
-        mini = ELFFile(io.BytesIO(data))
-        check_elf_tables(mini, len(data), "the embedded ELF file")
-        return mini
-    except (lzma.LZMAError, ELFError, ValueError, struct.error, EOFError,
-            OverflowError, ObjectError) as exc:
+        return ElfFile(io.BytesIO(data))
+    except (lzma.LZMAError, ElfError) as exc:
         errors.append(f".gnu_debugdata: unusable ({exc})")
         return None
 

@@ -24,6 +24,7 @@ import common
 
 with common.instrumented("profiler"):
     from profiler.cfi import CfiError, CfiTable, _parse_eh_frame_hdr, _Section
+    from profiler.elf import SHT_NOBITS
     from profiler.objfile import ObjectFile
 
 TARGET = "cfi"
@@ -88,9 +89,9 @@ def _sections(path: str) -> tuple[bool, dict[str, tuple[int, bytes]]] | None:
         return None
     out = {}
     for name in (".eh_frame", ".eh_frame_hdr", ".debug_frame"):
-        sec = obj.elf.get_section_by_name(name)
-        if sec is not None and sec["sh_type"] != "SHT_NOBITS":
-            out[name] = (sec["sh_addr"], bytes(sec.data()))
+        sec = obj.elf.find_section(name)
+        if sec is not None and sec.sh_type != SHT_NOBITS:
+            out[name] = (sec.sh_addr, obj.elf.section_data(sec))
     return obj.arch == "aarch64", out
 
 

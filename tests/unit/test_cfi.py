@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profiler.cfi import CfiError, CfiTable
+from profiler.elf import ElfFile
 from profiler.rules import (
     LOC_CFA_DEREF,
     LOC_REG,
@@ -477,8 +478,8 @@ def expected_rule(row, state, regnames, fp_reg, ra_reg, signal, aarch64):
 
 def load(path, **kw):
     with open(path, "rb") as f:
-        elf = ELFFile(f)
-        machine = elf["e_machine"]
+        elf = ElfFile(f)
+        machine = elf.machine
         return CfiTable.from_elf(elf, str(path), **kw), machine
 
 
@@ -807,12 +808,12 @@ def test_timing_libc(capsys):
     _need(HOST_LIBC)
     with open(HOST_LIBC, "rb") as f:
         t0 = time.perf_counter()
-        elf = ELFFile(f)
+        elf = ElfFile(f)
         table = CfiTable.from_elf(elf, HOST_LIBC)
         ranges = [(s, e) for s, e in table.fde_ranges()]
         pc0 = ranges[len(ranges) // 2][0]
         t0 = time.perf_counter()
-        elf = ELFFile(f)
+        elf = ElfFile(f)
         table = CfiTable.from_elf(elf, HOST_LIBC)
         table.find(pc0 + 1)
         cold = time.perf_counter() - t0
@@ -864,7 +865,7 @@ def _query_all(data: bytes, pcs, name="victim", **kw):
     """Run the public API over pcs; only CfiError may escape (returned as list)."""
     errors = []
     try:
-        table = CfiTable.from_elf(ELFFile(io.BytesIO(data)), name, **kw)
+        table = CfiTable.from_elf(ElfFile(io.BytesIO(data)), name, **kw)
     except CfiError as e:
         return [e]
     if table is None:
@@ -936,7 +937,7 @@ def test_unknown_opcode_is_reported(victim):
     buf = bytearray(victim["data"])
     # zR/pcrel|sdata4: length, CIE pointer, start, range, aug length (0) = 17 bytes.
     buf[eh_off + fde.offset + 17] = 0x3F
-    table = CfiTable.from_elf(ELFFile(io.BytesIO(bytes(buf))), "victim")
+    table = CfiTable.from_elf(ElfFile(io.BytesIO(bytes(buf))), "victim")
     with pytest.raises(CfiError) as ei:
         table.find(fde.start)
     _check_msg(ei.value)
@@ -953,13 +954,13 @@ def test_oversized_length_is_reported(victim):
     fde = victim["fdes"][-1]
     buf = bytearray(victim["data"])
     struct.pack_into("<I", buf, eh_off + fde.offset, 0x7FFFFFF0)
-    scan = CfiTable.from_elf(ELFFile(io.BytesIO(bytes(buf))), "victim",
+    scan = CfiTable.from_elf(ElfFile(io.BytesIO(bytes(buf))), "victim",
                              use_eh_frame_hdr=False)
     with pytest.raises(CfiError) as ei:
         scan.find(fde.start)
     _check_msg(ei.value)
     assert "past section end" in str(ei.value)
-    hdr = CfiTable.from_elf(ELFFile(io.BytesIO(bytes(buf))), "victim")
+    hdr = CfiTable.from_elf(ElfFile(io.BytesIO(bytes(buf))), "victim")
     with pytest.raises(CfiError):
         hdr.find(fde.start)
 
@@ -977,5 +978,5 @@ def test_unsupported_machine_is_an_error(victim):
     buf = bytearray(victim["data"])
     struct.pack_into("<H", buf, 18, 0x28)  # e_machine = EM_ARM
     with pytest.raises(CfiError) as ei:
-        CfiTable.from_elf(ELFFile(io.BytesIO(bytes(buf))), "victim")
+        CfiTable.from_elf(ElfFile(io.BytesIO(bytes(buf))), "victim")
     _check_msg(ei.value)

@@ -315,6 +315,36 @@ def test_compressed_debug_sections_are_decompressed(built: dict[str, Path]) -> N
             assert elf.section_data(sec, 10) == data[:10]
 
 
+def test_objects_of_other_classes_are_used_end_to_end(built: dict[str, Path]) -> None:
+    """ObjectFile, the symbol table and the CFI reader on the built files: one code path
+    for every class and byte order."""
+    from profiler.cfi import CfiError, CfiTable
+    from profiler.symbolize import ElfSymbols, dynamic_exports
+    seen = 0
+    for name in ("i386-so", "aarch64be-so", "aarch64ilp32be-so", "x32-exe", "aarch64be-exe"):
+        if name not in built:
+            continue
+        obj = ObjectFile.open(str(built[name]))
+        syms = ElfSymbols.load(obj, debug_dirs=(), root=None)
+        with open(built[name], "rb") as f:
+            ref = ELFFile(f)
+            api = ref.get_section_by_name(".symtab").get_symbol_by_name("api")[0]["st_value"]
+        assert syms.lookup(api) == ("api", 0), name
+        assert syms.lookup(api + 1) == ("api", 1), name
+        if name.endswith("-so"):
+            assert {"api", "other"} <= set(dynamic_exports(obj.elf))
+            assert obj.exports("api") == [(api, False)]
+        if obj.machine == "EM_386":
+            with pytest.raises(CfiError, match="unsupported machine EM_386"):
+                CfiTable.from_elf(obj.elf, name)
+        else:
+            table = CfiTable.from_elf(obj.elf, name)
+            assert table is not None and table.has_pc(api), name
+        seen += 1
+    if not seen:
+        pytest.skip("no cross toolchain")
+
+
 def test_extended_numbering() -> None:
     """e_shnum 0, e_shstrndx SHN_XINDEX and e_phnum PN_XNUM: the counts and the index
     come from section 0 (as pyelftools reads them too)."""
@@ -479,6 +509,8 @@ def test_bad_headers_raise_elf_error(edit: Any, match: str) -> None:
     edit(data, elf)
     with pytest.raises(ElfError, match=match):
         ElfFile(io.BytesIO(bytes(data)))
+    with pytest.raises(ObjectError, match="not a usable ELF file"):
+        ObjectFile.from_bytes(bytes(data), "x.so")
 
 
 @pytest.mark.parametrize("data", [b"", b"\x7fELF", b"\x7fELF\x02\x01", b"\x7fELF" + bytes(60),

@@ -77,31 +77,31 @@ def test_build_id_note_segment_past_2_63() -> None:
     ElfSymbols.load(obj, debug_dirs=(), root=None)
 
 
+class _DebugdataOnly:
+    """The part of an ElfFile _mini_debuginfo uses: a .gnu_debugdata section."""
+
+    def __init__(self, data: bytes) -> None:
+        from profiler.elf import SHT_PROGBITS, Section
+        self.sec = Section(".gnu_debugdata", SHT_PROGBITS, 0, 0, len(data), 0, 0, 0, 1, 0, 0)
+        self.data = data
+
+    def find_section(self, name: str) -> object:
+        return self.sec
+
+    def section_data(self, sec: object) -> bytes:
+        return self.data
+
+
 def test_minidebuginfo_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from profiler import symbolize
     assert symbolize.MAX_MINIDEBUGINFO_BYTES <= 1 << 28
     monkeypatch.setattr(symbolize, "MAX_MINIDEBUGINFO_BYTES", 1 << 20)
 
-    class Sec(dict):  # the part of a pyelftools section _mini_debuginfo uses
-        def __init__(self, data: bytes) -> None:
-            super().__init__(sh_type="SHT_PROGBITS")
-            self._data = data
-
-        def data(self) -> bytes:
-            return self._data
-
-    class Elf:
-        def __init__(self, data: bytes) -> None:
-            self.sec = Sec(data)
-
-        def get_section_by_name(self, name: str) -> Sec:
-            return self.sec
-
     bomb = lzma.compress(bytes(symbolize.MAX_MINIDEBUGINFO_BYTES + 1))
     assert len(bomb) < 4096
     errors: list[str] = []
     t0 = time.monotonic()
-    assert symbolize._mini_debuginfo(Elf(bomb), errors) is None  # type: ignore[arg-type]
+    assert symbolize._mini_debuginfo(_DebugdataOnly(bomb), errors) is None  # type: ignore[arg-type]
     assert time.monotonic() - t0 < 10
     assert errors == [".gnu_debugdata: unusable (truncated, or larger than "
                       f"{symbolize.MAX_MINIDEBUGINFO_BYTES} bytes decompressed)"]
@@ -131,29 +131,16 @@ def test_header_tables_that_do_not_fit_the_file(target: str, name: str) -> None:
 def test_minidebuginfo_with_a_bad_header_table(tmp_path: Path) -> None:
     import io
 
-    from elftools.elf.elffile import ELFFile
-
     from profiler import symbolize
-    from profiler.objfile import check_elf_tables
+    from profiler.elf import ElfError, ElfFile
     inner = bytearray((CORPUS / "elf" / "seed-tiny-x86_64-exe").read_bytes())
     inner[0x36:0x38] = (0).to_bytes(2, "little")       # e_phentsize = 0
-    with pytest.raises(ObjectError, match="does not fit"):
-        check_elf_tables(ELFFile(io.BytesIO(bytes(inner))), len(inner), "inner")
-
-    class Sec(dict):
-        def __init__(self, data: bytes) -> None:
-            super().__init__(sh_type="SHT_PROGBITS")
-            self._data = data
-
-        def data(self) -> bytes:
-            return self._data
-
-    class Elf:
-        def get_section_by_name(self, name: str) -> Sec:
-            return Sec(lzma.compress(bytes(inner)))
+    with pytest.raises(ElfError, match="does not fit"):
+        ElfFile(io.BytesIO(bytes(inner)))
 
     errors: list[str] = []
-    assert symbolize._mini_debuginfo(Elf(), errors) is None  # type: ignore[arg-type]
+    elf = _DebugdataOnly(lzma.compress(bytes(inner)))
+    assert symbolize._mini_debuginfo(elf, errors) is None  # type: ignore[arg-type]
     assert len(errors) == 1 and "program header table" in errors[0]
 
 

@@ -744,4 +744,5 @@ def test_dynamic_exports_match_pyelftools(path: object) -> None:
     if not os.path.exists(str(path)):
         pytest.skip(f"{path} missing")
     obj = ObjectFile.open(str(path))
-    assert dynamic_exports(obj.elf) == _exports_by_pyelftools(obj.elf)
+    with open(str(path), "rb") as f:
+        assert dynamic_exports(obj.elf) == _exports_by_pyelftools(ELFFile(f))
