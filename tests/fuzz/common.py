@@ -73,50 +73,9 @@ def corpus_files(target: str) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
 
 
-def speed_up_pyelftools() -> None:
-    """Share pyelftools' struct definitions between ELFFile objects.
-
-    ELFFile() builds some 40 `construct` parsers for every file it opens (about 1 ms,
-    most of the time a harness spends on a small ELF).  They depend only on the byte
-    order, class, type, machine and OS ABI, and hold no per-file state, so a fuzzing
-    process builds them once per combination.  Parsing itself is unchanged.
-    """
-    from elftools.elf.structs import ELFStructs
-
-    if getattr(ELFStructs, "_fuzz_memo", None) is not None:
-        return
-    memo: dict[tuple[object, ...], dict[str, Any]] = {}
-    basic, advanced = ELFStructs.create_basic_structs, ELFStructs.create_advanced_structs
-
-    def create_basic_structs(self: Any) -> None:
-        key = ("basic", self.little_endian, self.elfclass)
-        if key not in memo:
-            basic(self)
-            memo[key] = dict(self.__dict__)
-        self.__dict__.update(memo[key])
-
-    def create_advanced_structs(self: Any, e_type: Any = None, e_machine: Any = None,
-                                e_ident_osabi: Any = None) -> None:
-        key = ("advanced", self.little_endian, self.elfclass, e_type, e_machine,
-               e_ident_osabi)
-        if key not in memo:
-            if len(memo) > 256:
-                memo.clear()
-            advanced(self, e_type, e_machine, e_ident_osabi)
-            memo[key] = dict(self.__dict__)
-        self.__dict__.update(memo[key])
-
-    ELFStructs.create_basic_structs = create_basic_structs
-    ELFStructs.create_advanced_structs = create_advanced_structs
-    ELFStructs._fuzz_memo = memo
-
-
 def main(module: ModuleType) -> None:
     """libFuzzer entry: ``python fuzz_X.py [libFuzzer flags] [corpus dirs]``."""
     import atheris
-
-    if getattr(module, "USES_PYELFTOOLS", False):
-        speed_up_pyelftools()
 
     argv = list(sys.argv)
     if not any(a.startswith("-max_len=") for a in argv):

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Fuzz the ELF container reader (profiler.objfile with pyelftools) and what it feeds:
-segments and load bias, code reads, the .sframe section found by name, type or program
-header, the .eh_frame/.debug_frame table built from the ELF, and rule lookups.
+"""Fuzz the ELF container reader (profiler.elf) and what it feeds: its section and
+segment contents, symbol and relocation tables, notes, build ID and .gnu_debuglink; in
+profiler.objfile, segments and load bias, code reads, the .sframe section found by name,
+type or program header, the .eh_frame/.debug_frame table built from the ELF, and rule
+lookups.
 
 Input: one ELF file.  Seeds: the small programs and shared libraries of tests/targets
 (x86_64 and aarch64, SFrame V1-V3), plus a few cut and header-damaged copies.
@@ -17,15 +19,42 @@ from pathlib import Path
 
 import common
 
-# pyelftools is not instrumented: it is not ours, it is slow when instrumented, and
-# whatever it raises on a damaged file ObjectFile must turn into ObjectError anyway.
 with common.instrumented("profiler"):
+    from profiler import elf as E
     from profiler.objfile import ObjectError, ObjectFile
 
 TARGET = "elf"
 MAX_LEN = 16384
-USES_PYELFTOOLS = True
 MAX_QUERIES = 24
+MAX_ENTRIES = 256   # symbols and relocations read per table
+
+
+def reader(elf: E.ElfFile) -> None:
+    """ElfFile's queries on the first sections and segments: only ElfError may come out."""
+    for sec in elf.sections[:MAX_QUERIES]:
+        try:
+            elf.section_data(sec, 4096)
+            if sec.sh_type in (E.SHT_SYMTAB, E.SHT_DYNSYM):
+                elf.read_symbols(sec, MAX_ENTRIES)
+                elf.linked_section(sec)
+            elif sec.sh_type in (E.SHT_REL, E.SHT_RELA):
+                elf.read_relocations(sec, MAX_ENTRIES)
+            elif sec.sh_type == E.SHT_NOTE:
+                list(elf.iter_notes(elf.section_data(sec), 4))
+        except E.ElfError as exc:
+            common.check_one_line(exc)
+    for seg in elf.segments[:MAX_QUERIES]:
+        try:
+            elf.segment_data(seg)
+        except E.ElfError as exc:
+            common.check_one_line(exc)
+    bid = elf.build_id()
+    if len(bid) % 2 or bid != bid.lower():
+        raise common.InvariantError(f"build ID {bid!r}")
+    try:
+        elf.debuglink()
+    except E.ElfError as exc:
+        common.check_one_line(exc)
 
 
 def one_input(data: bytes) -> None:
@@ -34,6 +63,7 @@ def one_input(data: bytes) -> None:
     except ObjectError as exc:
         common.check_one_line(exc)
         return
+    reader(obj.elf)
     for vaddr, offset, filesz, _memsz, _flags in obj.loads[:8]:
         obj.load_bias(vaddr + 0x1000, offset)
         obj.read_code(vaddr, min(filesz, 16))
@@ -80,7 +110,7 @@ def stripped(path: Path) -> bytes:
 
 
 # Real fixtures used as seeds (stripped); the rest of tests/targets adds little but
-# slows every input down (pyelftools walks every section header).
+# slows every input down (more section headers to walk).
 FIXTURES = ("v1host-x86_64-O2/prog", "v3sid-x86_64-O2/prog", "v2trixie-aarch64-O2/prog",
             "v3sid-aarch64-O2-pacret/prog", "v3sid-x86_64-O2-shlib/libsfpshape.so",
             "v1host-aarch64-O2-shlib/libsfpshape.so")
