@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from profiler.aggregate import Aggregator
 from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
 from profiler.model import Mapping, RawSample
 from profiler.objfile import ObjectCache, ObjectFile
@@ -48,8 +49,13 @@ def report(args: argparse.Namespace) -> int:
                         perf_maps=args.root is None and same_kernel,
                         kernel_names=cap.kernel_symbols)
     run = _Run(cap, Pipeline(Unwinder(objects), resolver), BuildIdCheck(objects))
-    parts = cap.parts(_jobs(getattr(args, "jobs", 1), cap.sample_count))
-    _in_parallel(run, parts)
+    jobs = _jobs(getattr(args, "jobs", 1), cap.sample_count)
+    if jobs > 1:
+        # The first few thousand samples are unwound before the workers start, so
+        # that they all begin with the tables loaded and the common chains in the memo.
+        _in_parallel(run, cap.parts(jobs, lead=WARM_UP_SAMPLES), warm_up=1)
+    else:
+        _in_parallel(run, cap.parts(1))
     agg = run.pipeline.agg
     period = h.period_ns or (int(1e9 / h.frequency_hz) if h.frequency_hz else 10_000_000)
     duration = (agg.last_ns - agg.first_ns) if agg.first_ns is not None else 0
@@ -73,6 +79,7 @@ def report(args: argparse.Namespace) -> int:
 
 # Samples per worker process below which another one is not worth its start-up.
 MIN_SAMPLES_PER_JOB = 8192
+WARM_UP_SAMPLES = 2048
 
 
 def _jobs(asked: int, samples: int) -> int:
@@ -158,13 +165,18 @@ class _Run:
         return space
 
 
-def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]]) -> None:
-    """Unwind the parts of a capture: the first here, each other one in a forked
-    process that sends back what it counted through a pipe (once it is done, so the
-    work overlaps and only the hand-over is in turn).  A part whose process cannot
-    be started or fails for any reason is done here afterwards (a corrupt capture
-    then gives the same error as without workers)."""
+def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]],
+                 warm_up: int = 0) -> None:
+    """Unwind the parts of a capture: the first `warm_up` parts here, then each part
+    but the next in a forked process that sends back what it counted through a pipe
+    (once it is done, so the work overlaps and only the hand-over is in turn), and
+    that next part here.  A part whose process cannot be started or fails for any
+    reason is done here afterwards (a corrupt capture then gives the same error as
+    without workers)."""
     import pickle
+    for part in parts[:warm_up]:
+        run.unwind(part)
+    parts = parts[warm_up:]
     children: list[tuple[int, int, list[tuple[int, int, int, bool]]]] = []
     here = parts[:1]
     try:
@@ -180,6 +192,7 @@ def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]]) -> No
                 try:
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     os.close(r)
+                    run.pipeline.agg = Aggregator()   # the counts so far are the parent's
                     run.unwind(part)
                     with os.fdopen(w, "wb") as out:
                         pickle.dump(run.export(), out, protocol=pickle.HIGHEST_PROTOCOL)

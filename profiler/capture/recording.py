@@ -396,15 +396,22 @@ class Capture:
 
     __iter__ = iter_samples
 
-    def parts(self, k: int) -> list[list[tuple[int, int, int, bool]]]:
-        """The sample records cut into at most `k` consecutive runs of about equal
-        sample counts (whole records; none empty), for iter_blocks(spans=...)."""
+    def parts(self, k: int, lead: int = 0) -> list[list[tuple[int, int, int, bool]]]:
+        """The sample records cut into consecutive runs for iter_blocks(spans=...):
+        with `lead`, first one of about `lead` samples; then the rest in at most `k`
+        runs of about equal sample counts (whole records; none empty)."""
         spans = self._sample_spans
-        total = sum(max(n, 1) for _s, _e, n, _r in spans)
-        out: list[list[tuple[int, int, int, bool]]] = [[]]
+        head: list[tuple[int, int, int, bool]] = []
         done = 0
-        for span in spans:
-            if out[-1] and done >= total * len(out) / k and len(out) < k:
+        while lead and len(head) < len(spans) and done < lead:
+            head.append(spans[len(head)])
+            done += max(head[-1][2], 1)
+        rest = spans[len(head):]
+        total = sum(max(n, 1) for _s, _e, n, _r in rest)
+        out: list[list[tuple[int, int, int, bool]]] = [head, []]
+        done = 0
+        for span in rest:
+            if out[-1] and done >= total * (len(out) - 1) / k and len(out) <= k:
                 out.append([])
             out[-1].append(span)
             done += max(span[2], 1)

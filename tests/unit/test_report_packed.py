@@ -120,8 +120,9 @@ def _sorted_profile(path: Path) -> list[tuple[object, ...]]:
                                   "v2trixie-aarch64-O2-pacret.jsonl.gz"])
 def test_worker_processes_give_the_same_profile(tmp_path: Path, name: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    cap, n = _capture(tmp_path, name, batch=64, monkeypatch=monkeypatch)
+    cap, n = _capture(tmp_path, name, batch=16, monkeypatch=monkeypatch)
     monkeypatch.setattr(report_mod, "MIN_SAMPLES_PER_JOB", 1)
+    monkeypatch.setattr(report_mod, "WARM_UP_SAMPLES", 10)
     one = _report(tmp_path, cap, "one", jobs=1)
     forks: list[int] = []
     real_fork = os.fork
@@ -141,9 +142,10 @@ def test_worker_processes_give_the_same_profile(tmp_path: Path, name: str,
 def test_a_failed_worker_is_redone_here(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that dies before sending its counts costs time, not samples."""
-    cap, n = _capture(tmp_path, "v3sid-x86_64-O2.jsonl.gz", batch=64,
+    cap, n = _capture(tmp_path, "v3sid-x86_64-O2.jsonl.gz", batch=16,
                       monkeypatch=monkeypatch)
     monkeypatch.setattr(report_mod, "MIN_SAMPLES_PER_JOB", 1)
+    monkeypatch.setattr(report_mod, "WARM_UP_SAMPLES", 10)
     one = _report(tmp_path, cap, "one", jobs=1)
     parent = os.getpid()
     real_export = report_mod._Run.export
@@ -183,6 +185,14 @@ def test_parts_cover_the_capture_in_order(tmp_path: Path,
         if k <= len(everything):
             assert len(parts) == k
             assert max(sizes) - min(sizes) <= 2 * 50
+        lead = cap.parts(k, lead=120)
+        assert [c for part in lead for c in counts(part)] == everything
+        assert 120 <= sum(counts(lead[0])) < 120 + 50
+        assert len(lead) <= k + 1
+        rest = [sum(counts(part)) for part in lead[1:]]
+        if k < len(everything) - 3:
+            assert len(rest) == k
+            assert max(rest) - min(rest) <= 2 * 50
 
 
 def test_a_corrupt_batch_gives_the_same_error_with_workers(
@@ -199,6 +209,7 @@ def test_a_corrupt_batch_gives_the_same_error_with_workers(
     data[mask_at] = 0xF0             # register bits no recorder writes
     cap_path.write_bytes(bytes(data))
     monkeypatch.setattr(report_mod, "MIN_SAMPLES_PER_JOB", 1)
+    monkeypatch.setattr(report_mod, "WARM_UP_SAMPLES", 10)
     errors = []
     for jobs in (1, 3):
         with pytest.raises(CaptureError, match="unknown register bits") as e:
