@@ -141,8 +141,8 @@ def object_bytes(obj: ObjectFile | None) -> int:
         return 0
     stream = getattr(obj, "_stream", None)
     if isinstance(stream, FileStream):
-        sections = getattr(obj, "_sections", [])
-        return 4096 + sum(int(sec[4]) for sec in sections if sec[0] in _TABLE_SECTIONS)
+        return 4096 + sum(sec.sh_size for sec in obj.elf.sections
+                          if sec.name in _TABLE_SECTIONS)
     getbuffer = getattr(stream, "getbuffer", None)
     if getbuffer is not None:
         try:
@@ -326,8 +326,8 @@ TABLE_SHARE = 8     # one symbol table may take at most 1/8 of the symbol budget
 def symbols_estimate(obj: ObjectFile) -> int:
     """What an object's symbol table would cost in memory, from its section sizes
     (24-byte ELF symbols, about 110 bytes each once loaded)."""
-    sections = getattr(obj, "_sections", [])
-    entries = sum(int(sec[4]) for sec in sections if sec[0] in _SYMBOL_TABLES) // 24
+    entries = sum(sec.sh_size for sec in obj.elf.sections
+                  if sec.name in _SYMBOL_TABLES) // 24
     return 16 + 110 * entries
 
 

@@ -32,7 +32,6 @@ with common.instrumented("profiler"):
 
 TARGET = "capture"
 MAX_LEN = 32768
-USES_PYELFTOOLS = True   # the vDSO image
 MAX_SAMPLES = 32
 _DIR = tempfile.mkdtemp(prefix="fuzz-capture-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                         else None)

@@ -26,7 +26,6 @@ with common.instrumented("profiler"):
 
 TARGET = "symbols"
 MAX_LEN = 16384
-USES_PYELFTOOLS = True
 MAX_QUERIES = 64
 _ROOT = tempfile.mkdtemp(prefix="fuzz-symbols-root-")
 
