@@ -52,8 +52,11 @@ def report(args: argparse.Namespace) -> int:
     jobs = _jobs(getattr(args, "jobs", 1), cap.sample_count)
     if jobs > 1:
         # The first few thousand samples are unwound before the workers start, so
-        # that they all begin with the tables loaded and the common chains in the memo.
-        _in_parallel(run, cap.parts(jobs, lead=WARM_UP_SAMPLES), warm_up=1)
+        # that they all begin with the tables loaded and the common chains in the memo;
+        # this process takes a smaller part than the workers, as it loads the symbol
+        # tables while they finish.
+        _in_parallel(run, cap.parts(jobs, lead=WARM_UP_SAMPLES, lighter=LIGHTER_BY),
+                     warm_up=1)
     else:
         _in_parallel(run, cap.parts(1))
     agg = run.pipeline.agg
@@ -79,7 +82,8 @@ def report(args: argparse.Namespace) -> int:
 
 # Samples per worker process below which another one is not worth its start-up.
 MIN_SAMPLES_PER_JOB = 8192
-WARM_UP_SAMPLES = 2048
+WARM_UP_SAMPLES = 512
+LIGHTER_BY = 8192        # samples: about what loading the symbol tables costs
 
 
 def _jobs(asked: int, samples: int) -> int:
@@ -132,6 +136,12 @@ class _Run:
             agg.add(pid=pid, tid=tid, comm=comm, time_ns=first, kernel=kernel,
                     stack=stack, space=space, count=n)
             agg.seen(first, last)
+
+    def load_symbols(self) -> None:
+        """Load the symbols of every object opened so far (the profile needs them)."""
+        for space in list(self.spaces.values()):
+            for obj in space.opened():
+                self.pipeline.resolver.symbols(obj)
 
     # -- results of another process ----------------------------------------------
 
@@ -203,6 +213,8 @@ def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]],
             children.append((pid, r, part))
         if here:
             run.unwind(here.pop(0))
+        if children:
+            run.load_symbols()   # while the workers finish: symbolizing needs them later
         while children:
             pid, r, part = children[0]
             try:

@@ -187,6 +187,10 @@ class AddressSpace:
             return self.maps[i]
         return None
 
+    def opened(self) -> list[ObjectFile]:
+        """The objects object_for() has opened so far."""
+        return [obj for obj, _bias in self._resolved.values() if obj is not None]
+
     def object_for(self, m: Mapping) -> tuple[ObjectFile | None, int]:
         """(object, load bias) for an executable mapping; object None if unavailable."""
         hit = self._resolved.get(m.start)

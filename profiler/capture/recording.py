@@ -396,10 +396,12 @@ class Capture:
 
     __iter__ = iter_samples
 
-    def parts(self, k: int, lead: int = 0) -> list[list[tuple[int, int, int, bool]]]:
+    def parts(self, k: int, lead: int = 0,
+              lighter: int = 0) -> list[list[tuple[int, int, int, bool]]]:
         """The sample records cut into consecutive runs for iter_blocks(spans=...):
         with `lead`, first one of about `lead` samples; then the rest in at most `k`
-        runs of about equal sample counts (whole records; none empty)."""
+        runs (whole records; none empty) of about equal sample counts, except that
+        the first of them has about `lighter` samples fewer than each other one."""
         spans = self._sample_spans
         head: list[tuple[int, int, int, bool]] = []
         done = 0
@@ -408,10 +410,12 @@ class Capture:
             done += max(head[-1][2], 1)
         rest = spans[len(head):]
         total = sum(max(n, 1) for _s, _e, n, _r in rest)
+        first = max(0.0, (total - (k - 1) * lighter) / k)
+        each = (total - first) / (k - 1) if k > 1 else 0.0
         out: list[list[tuple[int, int, int, bool]]] = [head, []]
         done = 0
         for span in rest:
-            if out[-1] and done >= total * (len(out) - 1) / k and len(out) <= k:
+            if out[-1] and len(out) <= k and done >= first + each * (len(out) - 2):
                 out.append([])
             out[-1].append(span)
             done += max(span[2], 1)

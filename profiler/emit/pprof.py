@@ -341,14 +341,25 @@ def find_problems(profile: profile_pb2.Profile) -> list[str]:
                    for line in loc.line if not 0 < line.function_id <= nfunc)
 
     nvalues = len(profile.sample_type)
+    reserved = {i for i, text in enumerate(table) if text.startswith("pprof::")}
     for i, s in enumerate(profile.sample):
+        # The common case, every rule kept, is checked without building messages.
+        labels = s.label
+        keys_seen = {label.key for label in labels}
+        if (len(s.value) == nvalues and len(keys_seen) == len(labels)
+                and all(0 < lid <= nloc for lid in s.location_id)
+                and all(0 < label.key < nstrings and label.key not in reserved
+                        and 0 <= label.str < nstrings and 0 <= label.num_unit < nstrings
+                        and not (label.str and (label.num or label.num_unit))
+                        for label in labels)):
+            continue
         where = f"sample {i}"
         if len(s.value) != nvalues:
             out.append(f"{where}: {len(s.value)} values for {nvalues} sample types")
         out.extend(f"{where}: location_id {lid} does not exist"
                    for lid in s.location_id if not 0 < lid <= nloc)
         keys: set[str] = set()
-        for label in s.label:
+        for label in labels:
             key = string(f"{where} label key", label.key)
             if label.key == 0:
                 out.append(f"{where}: label with key 0")

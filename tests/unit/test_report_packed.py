@@ -193,6 +193,13 @@ def test_parts_cover_the_capture_in_order(tmp_path: Path,
         if k < len(everything) - 3:
             assert len(rest) == k
             assert max(rest) - min(rest) <= 2 * 50
+        if 1 < k < len(everything) - 3:
+            lighter = cap.parts(k, lead=120, lighter=100)
+            assert [c for part in lighter for c in counts(part)] == everything
+            sizes = [sum(counts(part)) for part in lighter[1:]]
+            assert len(sizes) == k
+            assert all(abs(size - sizes[1]) <= 2 * 50 for size in sizes[2:])
+            assert 100 - 2 * 50 <= sizes[1] - sizes[0] <= 100 + 2 * 50
 
 
 def test_a_corrupt_batch_gives_the_same_error_with_workers(
