@@ -22,7 +22,7 @@ from profiler.model import ProfileData, RawSample
 from profiler.objfile import ObjectCache
 from profiler.process import Process, ProcessTable, pid_alive
 from profiler.resolve import Resolver
-from profiler.unwind import AddressSpace, Unwinder
+from profiler.unwind import AddressSpace, Unwinder, struct_for
 
 if TYPE_CHECKING:
     from profiler.capture.bcc_source import BpfRecord, BpfSampler
@@ -89,7 +89,6 @@ class UnwindMemo:
             tuple[struct.Struct, tuple[int, ...], Any]]]] = weakref.WeakKeyDictionary()
         self._last_space: AddressSpace | None = None
         self._last_memo: dict[tuple[object, ...], list[Any]] = {}
-        self._structs: dict[tuple[int, ...], struct.Struct | None] = {}
 
     @staticmethod
     def key(stack_base: int, stack_len: int, regs: dict[str, int], pac_mask: int | None,
@@ -157,30 +156,11 @@ class UnwindMemo:
     def _check_for(self, result: Any, offsets_read: list[int]) -> struct.Struct | None:
         """One struct reading every stack word the unwind used, or None if impossible
         (struct objects are shared by chains that used the same offsets)."""
-        offsets = tuple(sorted(set(offsets_read)))
+        offsets = tuple(sorted({off for off in offsets_read if off >= 0}))
         if not offsets and len(result.frames) > 1:
             self.enabled = False   # a chain without stack reads: the reader was bypassed
             return None
-        known = self._structs.get(offsets)
-        if known is not None:
-            return known
-        if len(self._structs) >= _MEMO_KEYS:
-            self._structs.clear()
-        check = self._structs[offsets] = self._struct_for(offsets)
-        return check
-
-    @staticmethod
-    def _struct_for(offsets: tuple[int, ...]) -> struct.Struct | None:
-        fmt = ["<"]
-        pos = 0
-        for off in offsets:
-            if off < pos:       # overlapping reads: not expressible as one struct
-                return None
-            if off > pos:
-                fmt.append(f"{off - pos}x")
-            fmt.append("Q")
-            pos = off + 8
-        return struct.Struct("".join(fmt))
+        return struct_for(offsets)
 
 
 class Pipeline:

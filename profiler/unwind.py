@@ -31,8 +31,46 @@ MEMO_LIMIT = 1 << 17
 # Step kinds cached per (pc, exact, topmost): (kind, rule, method or reason, path, fast)
 _K_RULE, _K_SIGNAL, _K_STOP, _K_FALLBACK = range(4)
 _Step = tuple[int, "R.Rule | None", str, str, "tuple[bool, int, int, int | None] | None"]
+# The end of a chain walked from some state: (address of the first stack word it
+# used, struct reading the words it used from there, those words, the FP value it
+# needs or None, the chain, index in it where this end starts, the chain's reason,
+# the words' offsets from the first).
+_Suffix = tuple[int, struct.Struct, tuple[int, ...], "int | None", "tuple[Frame, ...]", int,
+                str, tuple[int, ...]]
 
 _U64 = struct.Struct("<Q")
+
+# In a walk's `reads`: the FP value was used without a stack word standing for it
+# (it is the sample's register, or a word already noted): whoever reuses the walk
+# must have the same FP value.
+READ_FP = -1
+SUFFIXES_PER_STATE = 4
+
+_STRUCTS: dict[tuple[int, ...], struct.Struct | None] = {}
+
+
+def struct_for(offsets: tuple[int, ...]) -> struct.Struct | None:
+    """One struct reading the 8-byte words at `offsets` (sorted, no duplicates, not
+    negative) from offset 0; None if two overlap.  Shared: equal offsets, one struct."""
+    known = _STRUCTS.get(offsets, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    fmt = ["<"]
+    pos = 0
+    check: struct.Struct | None = None
+    for off in offsets:
+        if off < pos:       # overlapping reads: not expressible as one struct
+            break
+        if off > pos:
+            fmt.append(f"{off - pos}x")
+        fmt.append("Q")
+        pos = off + 8
+    else:
+        check = struct.Struct("".join(fmt))
+    if len(_STRUCTS) >= MEMO_LIMIT:
+        _STRUCTS.clear()
+    _STRUCTS[offsets] = check
+    return check
 # aarch64 rt_sigframe: siginfo (128) + ucontext; uc_mcontext at +176, regs at +8.
 _A64_SIGCTX_REGS = 128 + 176 + 8
 # x86_64: SP points at the ucontext; uc_mcontext.gregs at +40.
@@ -82,6 +120,9 @@ class AddressSpace:
         self.steps: dict[tuple[int, bool, bool], _Step] = {}
         self.ra_ok: dict[int, bool] = {}
         self.edges: dict[tuple[int, int], bool] = {}
+        # The ends of chains already walked, by the state a walk was in when it
+        # stepped into a frame (see _Walk.suffix_hit).
+        self.suffixes: dict[tuple[int, int, int, int], list[_Suffix]] = {}
 
     def ra_status(self, ra: int) -> str:
         """"" if `ra` can be a return address here, else the reason it cannot."""
@@ -352,6 +393,11 @@ class _Walk:
         # the registers restored from a signal frame.  They are noted when used.
         self.fp_src = -1
         self.reg_src: dict[int, int] = {}
+        # (frame index, pc, sp, fp, len(reads)) where the walk entered a frame in a
+        # state that a later walk can meet again (see suffix_hit); noted only when
+        # the reads are, to record what the chain's end depended on.
+        self.marks: list[tuple[int, int, int, int, int]] | None = \
+            [] if reads is not None else None
         self.space = space
         self.arch = sample.arch
         self.a64 = sample.arch == "aarch64"
@@ -377,6 +423,7 @@ class _Walk:
             self.ra_mask = 0xFFFFFFFFFFFFFFFF
             self.sp_reg, self.fp_reg, self.ra_reg = R.X86_64_RSP, R.X86_64_RBP, R.X86_64_RIP
         self.frames: list[Frame] = []
+        self.end_addr = self.base + self.stack_len
 
     # -- memory ---------------------------------------------------------------
 
@@ -398,6 +445,12 @@ class _Walk:
         return UnwoundStack(tuple(self.frames), not reason, reason)
 
     def run(self) -> UnwoundStack:
+        result = self.walk()
+        if self.marks and result.reason != "too-deep":
+            self.record(result)
+        return result
+
+    def walk(self) -> UnwoundStack:
         """The unwind loop.
 
         How to step at a pc depends only on the address space, so it is classified
@@ -417,10 +470,22 @@ class _Walk:
         unpack = self.unpack
         align_mask = self.align - 1
         ra_mask = self.ra_mask
+        suffixes = space.suffixes
+        marks = self.marks
         while True:
             if len(frames) >= max_frames:
                 return self.end("", "too-deep")
             pc = self.pc
+            if self.regs is None and not self.fp_only and not self.first_reason:
+                # Stepped into this frame from its callee: the rest of the chain
+                # depends only on pc, SP, FP and stack words, and may be known.
+                if suffixes:
+                    done = self.suffix_hit(pc)
+                    if done is not None:
+                        return done
+                if marks is not None:
+                    marks.append((len(frames), pc, self.sp, self.fp,
+                                  len(self.reads)))  # type: ignore[arg-type]
             key = (pc, self.exact, self.topmost)
             step = steps.get(key)
             if step is None:
@@ -433,7 +498,7 @@ class _Walk:
                 if fast is not None:
                     use_fp, cfa_off, ra_off, fp_off = fast
                     sp = self.sp
-                    if use_fp and self.fp_src >= 0:
+                    if use_fp and marks is not None:
                         self.note_fp()
                     cfa = (self.fp if use_fp else sp) + cfa_off
                     off = cfa + ra_off - base
@@ -473,7 +538,6 @@ class _Walk:
                 if self.done:
                     return self.verdict("")
                 continue
-            self.note_fp()
             if kind == _K_SIGNAL:
                 if not self.sigframe_step(path):
                     return self._last
@@ -481,6 +545,7 @@ class _Walk:
             if kind == _K_STOP:
                 return self.end(path, method)
             # no usable unwind data here (or frame-record mode on arm64)
+            self.note_fp()
             if self.fp_step(path, method if kind == _K_FALLBACK else "no-unwind-info"):
                 continue
             return self._last
@@ -537,11 +602,64 @@ class _Walk:
         return False
 
     def note_fp(self) -> None:
-        """The current FP value is used: note the stack word it came from."""
-        if self.fp_src >= 0:
+        """The current FP value is used: note the stack word it came from, or
+        READ_FP when no unnoted word stands for it."""
+        if self.reads is not None:
+            self.reads.append(self.fp_src if self.fp_src >= 0 else READ_FP)
+        self.fp_src = -1
+
+    # -- chain ends already walked ------------------------------------------------
+
+    def suffix_hit(self, pc: int) -> UnwoundStack | None:
+        """The chain, if an earlier walk stepped into this frame in the same state:
+        same pc, SP, end of the stack copy and RA mask, the same words wherever that
+        walk read from here on (at the same addresses), and the same FP if it used
+        FP without reading it.  Deep chains (recursion, an event loop under every
+        sample) then cost the few frames that differ."""
+        entries = self.space.suffixes.get((pc, self.sp, self.end_addr, self.ra_mask))
+        if not entries:
+            return None
+        for first, check, words, fp_req, chain, start, reason, offsets in entries:
+            if fp_req is not None and fp_req != self.fp:
+                continue
+            at = first - self.base
+            if at < 0 or check.unpack_from(self.stack, at) != words:
+                continue
+            if len(self.frames) + len(chain) - start > self.u.max_frames:
+                continue
+            self.frames.extend(chain[start:])
             if self.reads is not None:
-                self.reads.append(self.fp_src)
-            self.fp_src = -1
+                if fp_req is not None:
+                    self.note_fp()
+                self.reads.extend(at + off for off in offsets)
+            return self.verdict(reason)
+        return None
+
+    def record(self, result: UnwoundStack) -> None:
+        """Remember the end of `result` from every state noted in `marks`."""
+        suffixes = self.space.suffixes
+        reads = self.reads
+        assert reads is not None and self.marks is not None
+        chain, base = result.frames, self.base
+        for start, pc, sp, fp, nread in self.marks:
+            key = (pc, sp, self.end_addr, self.ra_mask)
+            entries = suffixes.get(key)
+            if entries is not None and len(entries) >= SUFFIXES_PER_STATE:
+                continue
+            used = reads[nread:]
+            addrs = sorted({base + off for off in used if off >= 0})
+            first = addrs[0] if addrs else self.end_addr   # (no words: never out of range)
+            offsets = tuple(a - first for a in addrs)
+            check = struct_for(offsets)
+            if check is None:
+                continue
+            fp_req = fp if READ_FP in used else None
+            if entries is None:
+                if len(suffixes) >= MEMO_LIMIT:
+                    suffixes.clear()
+                entries = suffixes[key] = []
+            entries.append((first, check, check.unpack_from(self.stack, first - base),
+                            fp_req, chain, start, result.reason, offsets))
 
     def reg_value(self, reg: int) -> int | None:
         if reg == self.sp_reg:

@@ -8,11 +8,13 @@ not -- so the memo must both reuse chains (hits) and notice every relevant chang
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from profiler.model import RawSample
+from profiler import unwind as unwind_mod
+from profiler.model import RawSample, UnwoundStack
 from profiler.objfile import ObjectCache
 from profiler.session import UnwindMemo
 from profiler.snapshots import read_snapshots
@@ -32,26 +34,37 @@ def _flip(sample: RawSample, off: int) -> RawSample:
 def _reads(unwinder: Unwinder, sample: RawSample, space: object) -> list[int]:
     offsets: list[int] = []
     unwinder.unwind(sample, space, offsets)  # type: ignore[arg-type]
-    return sorted(set(offsets))
+    return sorted({off for off in offsets if off >= 0})    # READ_FP is no offset
+
+
+def _reference() -> tuple[Unwinder, Callable[[RawSample], UnwoundStack]]:
+    """An unwinder that is never asked for its reads, so it never records chain ends
+    (Unwinder's suffix memo) and walks every chain in full: the reference."""
+    ref = Unwinder(ObjectCache(str(SNAPSHOTS / "root")))
+    return ref, lambda s: ref.unwind(s, ref.space_for(s))
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name.split(".")[0] for p in FILES])
 def test_memo_matches_the_unwinder(path: Path) -> None:
     unwinder = Unwinder(ObjectCache(str(SNAPSHOTS / "root")))
     memo = UnwindMemo(unwinder)
+    _ref, expect = _reference()
     checked = 0
     for _, _obj, s in list(read_snapshots(str(path)))[::EVERY]:
         space = unwinder.space_for(s)
-        plain = unwinder.unwind(s, space)
+        plain = expect(s)
         assert memo.unwind(s, space) == plain
         hits = memo.hits
         assert memo.unwind(s, space) == plain      # the same input again: reused
         assert memo.hits == hits + 1
+        assert unwinder.unwind(s, space) == plain
         reads = _reads(unwinder, s, space)
         others = [o for o in range(0, len(s.stack) - 8, 8) if o not in reads][:3]
         for off in reads + others:
             v = _flip(s, off)
-            assert memo.unwind(v, space) == unwinder.unwind(v, space), (path.name, off)
+            want = expect(v)
+            assert memo.unwind(v, space) == want, (path.name, off)
+            assert unwinder.unwind(v, space) == want, (path.name, off)
         checked += 1
     assert memo.enabled
     assert checked
@@ -64,10 +77,11 @@ def test_words_not_noted_do_not_change_the_chain(path: Path) -> None:
     change outside the noted words, up to well past the last of them, gives the same
     chain.  Both ends of each word are changed (its low and its high byte)."""
     unwinder = Unwinder(ObjectCache(str(SNAPSHOTS / "root")))
+    _ref, expect = _reference()
     skipped = changed = 0
     for _, _obj, s in list(read_snapshots(str(path)))[::EVERY]:
         space = unwinder.space_for(s)
-        plain = unwinder.unwind(s, space)
+        plain = expect(s)
         reads = _reads(unwinder, s, space)
         noted = {b for r in reads for b in range(r, r + 8)}
         end = min(len(s.stack), (max(reads) if reads else 0) + 512)
@@ -75,7 +89,9 @@ def test_words_not_noted_do_not_change_the_chain(path: Path) -> None:
             for b in (off, off + 7):
                 if b in noted:
                     continue
-                assert unwinder.unwind(_flip(s, b), space) == plain, (path.name, b)
+                flipped = _flip(s, b)
+                assert expect(flipped) == plain, (path.name, b)
+                assert unwinder.unwind(flipped, space) == plain, (path.name, b)
                 changed += 1
         skipped += len(noted)
     assert changed > skipped
@@ -104,3 +120,33 @@ def test_overlapping_reads_are_not_memoized() -> None:
     check = memo._check_for(fake, [16, 0, 16])
     assert check is not None and check.format == "<Q8xQ"
     assert memo.enabled
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name.split(".")[0] for p in FILES])
+def test_known_chain_ends_give_the_full_walk(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every snapshot in turn through the memo (which records the ends of the chains
+    it walks, and reuses them from the state where a later walk meets one), and each
+    again with one word changed where the recorded end read it: always the chain of
+    a full walk."""
+    hits = []
+    real = unwind_mod._Walk.suffix_hit
+
+    def counting(self: unwind_mod._Walk, pc: int) -> UnwoundStack | None:
+        found = real(self, pc)
+        hits.append(found is not None)
+        return found
+
+    monkeypatch.setattr(unwind_mod._Walk, "suffix_hit", counting)
+    unwinder = Unwinder(ObjectCache(str(SNAPSHOTS / "root")))
+    memo = UnwindMemo(unwinder)
+    _ref, expect = _reference()
+    samples = [s for _, _obj, s in read_snapshots(str(path))]
+    for s in samples:
+        assert memo.unwind(s, unwinder.space_for(s)) == expect(s), path.name
+    for i, s in enumerate(samples[::3]):
+        space = unwinder.space_for(s)
+        reads = _reads(unwinder, s, space)
+        if reads:
+            v = _flip(s, reads[(i * 7) % len(reads)])
+            assert memo.unwind(v, space) == expect(v), path.name
+    assert any(hits)
