@@ -434,7 +434,7 @@ class Capture:
             f = open(self.path, "rb")  # noqa: SIM115 - closed below, also on an error
         except OSError as e:
             raise CaptureError(f"{self.path}: {e.strerror or e}") from None
-        with f, _map(f) as mm:
+        with f, _map(f, spans[0][0], spans[-1][1]) as mm:
             rec = capture_pb2.Record()
             for start, end, n, raw in spans:
                 if end > len(mm):
@@ -495,14 +495,28 @@ class Capture:
         )
 
 
-def _map(f: BinaryIO) -> mmap.mmap:
-    """The file mapped read-only, its pages mapped in at once where the system can
-    (cheaper than a page fault per page, and no copy)."""
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+MADV_POPULATE_READ = 22     # Linux 5.14; mmap does not name it before Python 3.13
+
+
+def _map(f: BinaryIO, start: int, end: int) -> mmap.mmap:
+    """The file mapped read-only, with the pages of bytes [start, end) mapped in at
+    once where the system can: cheaper than a page fault per page, and no copy.
+    Only that range: the unwinding may be split between processes, each reading its
+    own part, and mapping in all of a large capture costs as much as reading a part."""
     try:
-        return mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+        mm = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     except OSError as e:
         raise CaptureError(f"{f.name}: {e.strerror or e}") from None
+    lo = start - start % mmap.PAGESIZE
+    hi = min(end, len(mm))
+    if hi > lo:
+        for advice in (MADV_POPULATE_READ, mmap.MADV_WILLNEED):
+            try:
+                mm.madvise(advice, lo, hi - lo)
+                break
+            except OSError:
+                continue    # an older kernel: a hint instead
+    return mm
 
 
 class PackedSamples:
