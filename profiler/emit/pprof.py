@@ -169,13 +169,19 @@ class _Builder:
         named: dict[_MappingKey, bool] = {}
         kernel: set[_MappingKey] = set()
         root_weight: dict[_MappingKey, int] = {}
+        # Each location object once (stacks share them): its mapping's key, whether
+        # that may be the executable, whether it is a kernel frame; None if synthetic.
+        seen: dict[int, tuple[_MappingKey, bool, bool] | None] = {}
         for stack in self.data.samples:
-            outermost: _MappingKey | None = None
             for loc in stack.locations:
+                if id(loc) in seen:
+                    continue
                 info = self.mapping_of(loc)
                 if info is None:
+                    seen[id(loc)] = None
                     continue
                 key, executable = self._info(info)
+                seen[id(loc)] = (key, executable, loc.is_kernel)
                 infos.setdefault(key, info)
                 if not loc.function:
                     named[key] = False
@@ -184,12 +190,14 @@ class _Builder:
                 if loc.is_kernel:
                     kernel.add(key)
                 elif executable:
-                    outermost = key
                     root_weight.setdefault(key, 0)
-                else:
-                    outermost = None
-            if outermost is not None:
-                root_weight[outermost] += stack.count
+            # the outermost user frame's mapping, if it may be the executable
+            for loc in reversed(stack.locations):
+                found = seen[id(loc)]
+                if found is not None and not found[2]:
+                    if found[1]:
+                        root_weight[found[0]] += stack.count
+                    break
         order = [k for k in infos if k not in kernel] + [k for k in infos if k in kernel]
         if root_weight:
             main = max(root_weight, key=lambda k: root_weight[k])  # first of equals
@@ -345,13 +353,15 @@ def find_problems(profile: profile_pb2.Profile) -> list[str]:
     for i, s in enumerate(profile.sample):
         # The common case, every rule kept, is checked without building messages.
         labels = s.label
-        keys_seen = {label.key for label in labels}
-        if (len(s.value) == nvalues and len(keys_seen) == len(labels)
-                and all(0 < lid <= nloc for lid in s.location_id)
-                and all(0 < label.key < nstrings and label.key not in reserved
-                        and 0 <= label.str < nstrings and 0 <= label.num_unit < nstrings
-                        and not (label.str and (label.num or label.num_unit))
-                        for label in labels)):
+        ids = s.location_id
+        fields = [(label.key, label.str, label.num, label.num_unit) for label in labels]
+        keys_seen = {f[0] for f in fields}
+        if (len(s.value) == nvalues and len(keys_seen) == len(fields)
+                and (not ids or (min(ids) > 0 and max(ids) <= nloc))
+                and not keys_seen & reserved and (not keys_seen or min(keys_seen) > 0)
+                and all(key < nstrings and 0 <= text < nstrings and 0 <= unit < nstrings
+                        and not (text and (num or unit))
+                        for key, text, num, unit in fields)):
             continue
         where = f"sample {i}"
         if len(s.value) != nvalues:
