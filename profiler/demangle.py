@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import re
 
@@ -40,6 +39,7 @@ class _CxxAbi:
         self.free: ctypes._CFuncPtr | None = None  # type: ignore[name-defined]
 
     def load(self) -> None:
+        import ctypes.util  # (runs ldconfig; its import alone takes subprocess & co.)
         self.loaded = True
         path = ctypes.util.find_library("stdc++")
         if not path:

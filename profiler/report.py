@@ -83,7 +83,7 @@ def report(args: argparse.Namespace) -> int:
 # Samples per worker process below which another one is not worth its start-up.
 MIN_SAMPLES_PER_JOB = 8192
 WARM_UP_SAMPLES = 512
-LIGHTER_BY = 4096        # samples: about what loading the symbol tables costs
+LIGHTER_BY = 6144        # samples: about what loading the symbol tables costs
 
 
 def _jobs(asked: int, samples: int) -> int:
