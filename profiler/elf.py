@@ -18,6 +18,8 @@ is one line (names read from the file are quoted with repr).
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -50,6 +52,7 @@ SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_DYNSYM = 7, 8, 9, 11
 SHT_GNU_SFRAME = 0x6FFFFFF4
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_COMPRESSED = 0x1, 0x2, 0x4, 0x800
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_XINDEX = 0, 0xFF00, 0xFFF1, 0xFFFF
+STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC = 0, 2, 10
 ELFCOMPRESS_ZLIB = 1
 NT_GNU_BUILD_ID = 3
 
@@ -171,6 +174,8 @@ class ElfFile:
             self.read(0, lay.ehdr.size))
         self.machine = machine_name(self.e_machine)
         self._by_name: dict[str, int] | None = None
+        self._gnu_hash: tuple[int, int, array[int], array[int]] | None = None
+        self._dynstr: bytes | None = None
 
         num_sections, num_segments, self.shstrndx = self._counts()
         rows = self._table("section header", num_sections, self.e_shoff, self.e_shentsize,
@@ -350,6 +355,105 @@ class ElfFile:
         shift, mask = self._layout.r_sym_shift, self._layout.r_type_mask
         return [(off, info >> shift, info & mask)
                 for off, info in st.iter_unpack(self._entries(sec, st, limit))]
+
+    def relocation_infos(self, sec: Section, limit: int) -> dict[int, int]:
+        """{r_offset: r_info} of the first `limit` entries of a SHT_REL / SHT_RELA
+        section (the last entry for an offset wins), built without a Python loop:
+        libLLVM has hundreds of thousands.  r_info >> r_sym_shift is the symbol
+        index, r_info & r_type_mask the type."""
+        if sec.sh_type == SHT_RELA:
+            st = self._layout.rela
+        elif sec.sh_type == SHT_REL:
+            st = self._layout.rel
+        else:
+            raise ElfError(f"section {sec.name!r} (type {sec.sh_type}) is not a relocation "
+                           "table")
+        return dict(st.iter_unpack(self._entries(sec, st, limit)))
+
+    @property
+    def r_sym_shift(self) -> int:
+        return self._layout.r_sym_shift
+
+    @property
+    def r_type_mask(self) -> int:
+        return self._layout.r_type_mask
+
+    def symbol_row(self, sec: Section, index: int) -> SymbolRow:
+        """Entry `index` of a symbol table section, like read_symbols' rows."""
+        st = self._layout.sym
+        if sec.sh_type not in (SHT_SYMTAB, SHT_DYNSYM) or sec.sh_entsize not in (0, st.size):
+            raise ElfError(f"section {sec.name!r} is not a symbol table of {st.size}-byte "
+                           "entries")
+        if not 0 <= index < sec.sh_size // st.size:
+            raise ElfError(f"symbol {index} is past the end of {sec.name!r}")
+        row = st.unpack(self._read_inside(sec.sh_offset + index * st.size, st.size,
+                                          f"symbol {index} of {sec.name!r}"))
+        if self._layout.wide:
+            n, i, o, x, v, sz = row
+            return (n, v, sz, i, o, x)
+        return row
+
+    def gnu_hash_lookup(self, name: bytes) -> list[int] | None:
+        """Indexes into .dynsym of the symbols called `name`, found through the
+        .gnu.hash table the way the dynamic linker does (no table is built); None
+        when the file has no usable .gnu.hash (the caller scans .dynsym instead)."""
+        sec = self.find_section(".gnu.hash")
+        dynsym = self.find_section(".dynsym")
+        if sec is None or dynsym is None or sec.sh_link >= len(self.sections) \
+                or self.sections[sec.sh_link] is not dynsym:
+            return None
+        try:
+            table = self._gnu_hash_table(sec)
+            strtab = self._dynstr_of(dynsym)
+        except ElfError:
+            return None
+        nbuckets, symoffset, buckets, chains = table
+        h = 5381
+        for c in name:
+            h = (h * 33 + c) & 0xFFFFFFFF
+        out: list[int] = []
+        i = buckets[h % nbuckets]
+        if i < symoffset:
+            return out
+        nsyms = dynsym.sh_size // self._layout.sym.size
+        while i - symoffset < len(chains) and i < nsyms:
+            h2 = chains[i - symoffset]
+            if h2 | 1 == h | 1:
+                try:
+                    noff = self.symbol_row(dynsym, i)[0]
+                except ElfError:
+                    return None
+                end = strtab.find(b"\0", noff)
+                if strtab[noff:end if end >= 0 else len(strtab)] == name:
+                    out.append(i)
+            if h2 & 1:
+                return out
+            i += 1
+        return None   # a chain that does not end inside the table: damaged
+
+    def _gnu_hash_table(self, sec: Section) -> tuple[int, int, array[int], array[int]]:
+        cached = self._gnu_hash
+        if cached is None:
+            data = self.section_data(sec)
+            word = self._layout.word
+            if len(data) < 16:
+                raise ElfError(".gnu.hash is cut short")
+            nbuckets, symoffset, bloom_words, _shift = (
+                word.unpack_from(data, 4 * k)[0] for k in range(4))
+            at = 16 + bloom_words * (8 if self._layout.wide else 4)
+            if not nbuckets or at + 4 * nbuckets > len(data):
+                raise ElfError(".gnu.hash is cut short")
+            words = array("I", data[at:len(data) - (len(data) - at) % 4])
+            if word.format[0] != ("<" if sys.byteorder == "little" else ">"):
+                words.byteswap()
+            cached = self._gnu_hash = (nbuckets, symoffset, words[:nbuckets],
+                                       words[nbuckets:])
+        return cached
+
+    def _dynstr_of(self, dynsym: Section) -> bytes:
+        if self._dynstr is None:
+            self._dynstr = self.section_data(self.linked_section(dynsym))
+        return self._dynstr
 
     # -- notes --------------------------------------------------------------------
 

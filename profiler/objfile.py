@@ -18,12 +18,14 @@ from profiler.elf import (
     PT_GNU_SFRAME,
     PT_LOAD,
     SHF_ALLOC,
+    SHN_UNDEF,
     SHT_GNU_SFRAME,
     SHT_REL,
     SHT_RELA,
+    STT_GNU_IFUNC,
     ElfError,
     ElfFile,
-    SymbolRow,
+    Section,
     c_string,
 )
 from profiler.rules import Rule
@@ -112,8 +114,9 @@ class ObjectFile:
         ]
         self._jumps_memo: dict[int, frozenset[int] | None] = {}
         self._x86_memo: dict[int, insn.X86Function] = {}
-        self._slots: dict[int, str] | None = None
+        self._slots: list[tuple[dict[int, int], Section | None]] | None = None
         self._exports: dict[str, list[tuple[int, bool]]] | None = None
+        self._export_memo: dict[str, list[tuple[int, bool]]] = {}
 
     @classmethod
     def open(cls, path: str, name: str | None = None) -> ObjectFile:
@@ -291,40 +294,74 @@ class ObjectFile:
 
     def slot_symbol(self, slot: int) -> str | None:
         """The symbol a GOT slot (link-time address) is relocated to: its name, ""
-        for an ifunc slot (R_*_IRELATIVE), None when no dynamic relocation names it."""
+        for an ifunc slot (R_*_IRELATIVE), None when no dynamic relocation names it.
+        The relocation tables are read whole once; a name is read when asked for."""
         if self._slots is None:
             self._slots = self._read_slots()
-        return self._slots.get(slot)
-
-    def _read_slots(self) -> dict[int, str]:
-        """slot_symbol's table, from the dynamic (SHF_ALLOC) relocation sections."""
-        out: dict[int, str] = {}
-        irelative = _IRELATIVE.get(self.machine, -1)
         elf = self.elf
-        symbols: dict[int, tuple[list[SymbolRow], bytes]] = {}
-        try:
-            for sec in elf.sections:
-                if sec.sh_type not in (SHT_RELA, SHT_REL) or not sec.sh_flags & SHF_ALLOC:
-                    continue
-                for r_offset, r_sym, r_type in elf.read_relocations(sec, MAX_RELOCS):
-                    if r_type == irelative:
-                        out[r_offset] = ""
-                    elif r_sym:
-                        if sec.sh_link not in symbols:
-                            symtab = elf.linked_section(sec)
-                            symbols[sec.sh_link] = (
-                                elf.read_symbols(symtab, MAX_RELOCS),
-                                elf.section_data(elf.linked_section(symtab)))
-                        rows, strtab = symbols[sec.sh_link]
-                        if r_sym >= len(rows):
-                            break   # past its symbol table: the rest is not trusted
-                        out[r_offset] = c_string(strtab, rows[r_sym][0])
-        except ElfError:
-            pass    # a damaged table: what was read stays
+        irelative = _IRELATIVE.get(self.machine, -1)
+        for infos, symtab in reversed(self._slots):   # the last relocation wins
+            info = infos.get(slot)
+            if info is None:
+                continue
+            if info & elf.r_type_mask == irelative:
+                return ""
+            sym = info >> elf.r_sym_shift
+            if not sym:
+                continue
+            try:
+                if symtab is None:
+                    raise ElfError("no symbol table")
+                return c_string(elf.section_data(elf.linked_section(symtab)),
+                                elf.symbol_row(symtab, sym)[0])
+            except ElfError:
+                return None     # a damaged table names nothing
+        return None
+
+    def _read_slots(self) -> list[tuple[dict[int, int], Section | None]]:
+        """slot_symbol's tables: ({r_offset: r_info}, symbol table) of each dynamic
+        (SHF_ALLOC) relocation section, in file order."""
+        out: list[tuple[dict[int, int], Section | None]] = []
+        elf = self.elf
+        for sec in elf.sections:
+            if sec.sh_type not in (SHT_RELA, SHT_REL) or not sec.sh_flags & SHF_ALLOC:
+                continue
+            try:
+                infos = elf.relocation_infos(sec, MAX_RELOCS)
+            except ElfError:
+                break   # a damaged table: what was read stays
+            try:
+                symtab: Section | None = elf.linked_section(sec)
+            except ElfError:
+                symtab = None
+            out.append((infos, symtab))
         return out
 
     def exports(self, name: str) -> list[tuple[int, bool]]:
-        """(link-time value, is an ifunc) of each .dynsym definition of `name`."""
+        """(link-time value, is an ifunc) of each .dynsym definition of `name`: found
+        through .gnu.hash like the dynamic linker does, or from a table of all of
+        .dynsym built once for a file without one."""
+        if not name:
+            return []       # unnamed symbols are nobody's export
+        if self._exports is None and "\ufffd" not in name:   # (not a name c_string mended)
+            found = self._export_memo.get(name)
+            if found is not None:
+                return found
+            hits = self.elf.gnu_hash_lookup(name.encode())
+            if hits is not None:
+                dynsym = self.elf.find_section(".dynsym")
+                try:
+                    rows = [self.elf.symbol_row(dynsym, i) for i in hits  # type: ignore[arg-type]
+                            if i < MAX_RELOCS]
+                except ElfError:
+                    rows = []
+                found = [(value, info & 0xF == STT_GNU_IFUNC)
+                         for _n, value, _size, info, _other, shndx in rows
+                         if shndx != SHN_UNDEF and value]
+                if len(self._export_memo) >= MAX_MEMO:
+                    self._export_memo.clear()
+                self._export_memo[name] = found
+                return found
         if self._exports is None:
             from profiler.symbolize import dynamic_exports
             try:

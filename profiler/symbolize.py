@@ -53,6 +53,9 @@ from profiler.elf import (
     SHT_DYNSYM,
     SHT_NOBITS,
     SHT_SYMTAB,
+    STT_FUNC,
+    STT_GNU_IFUNC,
+    STT_NOTYPE,
     ElfError,
     ElfFile,
     c_string,
@@ -61,7 +64,6 @@ from profiler.objfile import ObjectFile
 
 __all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
 
-STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC = 0, 2, 10
 STB_LOCAL, STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE = 0, 1, 2, 10
 # Bounds on what a target's file can make us do: symbol-table entries read per table,
 # and the size a MiniDebugInfo (.gnu_debugdata) section may decompress to.

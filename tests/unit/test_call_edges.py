@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -183,15 +184,57 @@ def test_struct_readers_match_pyelftools() -> None:
              *sorted(glob.glob("/usr/lib/x86_64-linux-gnu/libstdc++.so.6"))[:1],
              *sorted(glob.glob("/usr/lib/x86_64-linux-gnu/libLLVM*.so.1"))[:1],
              *(str(p) for p in BINARIES[::6])]
-    slots = 0
+    slots = names = 0
     for path in files:
         obj = ObjectFile.open(path)
-        fast = obj._read_slots()
         irelative = {"EM_X86_64": 37, "EM_AARCH64": 1032}[obj.machine]
         with open(path, "rb") as f:
             elf = ELFFile(f)
-            assert fast == _slots_by_pyelftools(elf, irelative), path
-            slots += len(fast)
-            obj.exports("")
-            assert obj._exports == _exports_by_pyelftools(elf), path
-    assert slots >= 1000
+            want = _slots_by_pyelftools(elf, irelative)
+            exports = _exports_by_pyelftools(elf)
+        for slot, name in want.items():
+            assert obj.slot_symbol(slot) == name, (path, hex(slot))
+        for slot in list(want)[:50]:
+            for near in (slot - 4, slot + 4, slot + 1):
+                if near not in want:
+                    assert obj.slot_symbol(near) is None, (path, hex(near))
+        slots += len(want)
+        # through .gnu.hash (each name, and names that are not there) ...
+        assert obj.elf.find_section(".gnu.hash") is not None, path
+        assert obj.exports("") == []
+        for name, defs in exports.items():
+            assert obj.exports(name) == (defs if name else []), (path, name)
+            assert obj.exports(name + "_not") == [], (path, name)
+        names += len(exports)
+        # ... and by the whole-table scan used without one
+        from profiler.symbolize import dynamic_exports
+        assert dynamic_exports(obj.elf, 1 << 20) == exports, path
+    assert slots >= 1000 and names >= 5000
+
+
+@pytest.mark.parametrize("damage", ["no buckets", "endless chains", "buckets past the end",
+                                    "cut short"])
+def test_a_damaged_gnu_hash_falls_back_to_the_whole_table(damage: str) -> None:
+    """exports() through a damaged .gnu.hash gives what the whole-table scan gives
+    (never an exception, never a wrong answer from the hash)."""
+    data = bytearray((LIBC_ROOT / "libc.so.6").read_bytes())
+    sec = ObjectFile.from_bytes(bytes(data), "libc").elf.find_section(".gnu.hash")
+    assert sec is not None
+    at, size = sec.sh_offset, sec.sh_size
+    nbuckets, _symoffset, bloom = struct.unpack_from("<III", data, at)
+    chains_at = at + 16 + 8 * bloom + 4 * nbuckets
+    if damage == "no buckets":
+        struct.pack_into("<I", data, at, 0)
+    elif damage == "endless chains":
+        for p in range(chains_at, at + size - 3, 4):
+            data[p] &= 0xFE
+    elif damage == "buckets past the end":
+        for p in range(at + 16 + 8 * bloom, chains_at, 4):
+            struct.pack_into("<I", data, p, 0x7FFFFFFF)
+    else:
+        struct.pack_into("<III", data, at, 1 << 30, 0, 0)
+    obj = ObjectFile.from_bytes(bytes(data), "libc")
+    with open(LIBC_ROOT / "libc.so.6", "rb") as f:
+        want = _exports_by_pyelftools(ELFFile(f))
+    for name in ("malloc", "memcpy", "_rtld_global", "printf", "no_such_symbol"):
+        assert obj.exports(name) == want.get(name, []), (damage, name)
