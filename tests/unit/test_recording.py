@@ -20,6 +20,7 @@ from profiler.capture.recording import (
     CaptureHeader,
     CaptureWriter,
     FileIdentity,
+    PackedSamples,
     read_capture,
 )
 from profiler.model import Mapping, RawSample
@@ -467,3 +468,230 @@ def test_version_1_captures_are_still_read(tmp_path: Path) -> None:
     (got,) = cap.iter_samples()
     assert (got.pid, got.tid, got.comm, got.regs, got.stack, got.kernel_stack) == (
         1, 2, "old", {"pc": 0x1000, "sp": 16}, b"x" * 32, (7,))
+
+
+# -- the reader against protobuf ----------------------------------------------------------
+# read_capture decodes the records by hand (profiler.capture.wire); capture_pb2 is the
+# reference for what they hold.
+
+SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
+
+
+def snapshot_capture(path: Path, name: str, version: int, pac_mask: int | None = -1) -> None:
+    """A capture of the first samples of snapshot file `name`, with every kind of
+    record: maps with identities (twice, the second at a sample's time), the vDSO
+    image, a file blob, packed samples and Sample records (all of them for version 1),
+    kernel symbols and the trailer."""
+    from profiler.snapshots import read_snapshots
+
+    samples = []
+    for _, _obj, s in read_snapshots(str(SNAPSHOTS / name)):
+        samples.append(s)
+        if len(samples) == 12:
+            break
+    s0 = samples[0]
+    idents = [FileIdentity("ab" * 20, 2049, 1234 + i, 27672 + i) if m.path.startswith("/")
+              else None for i, m in enumerate(s0.mappings)]
+    head = CaptureHeader(s0.arch, period_ns=10**7, frequency_hz=99, start_ns=T0,
+                         hostname="host", kernel_release="6.1.0",
+                         pac_mask=s0.pac_mask if pac_mask == -1 else pac_mask,
+                         pids=(4242, 7), command=("sframe-prof", "record", "-p", "4242"),
+                         stack_bytes=16384, version=version)
+    with CaptureWriter(path, head) as w:
+        w.add_maps(4242, s0.mappings, idents, time_ns=1)
+        for start, blob in s0.memory:
+            w.add_memory(4242, start, blob, "[vdso]")
+        w.add_file("/targets/prog", b"\x7fELF" + bytes(60), FileIdentity("cd" * 20, 1, 2, 64))
+        w.add_file("/targets/gone", b"")
+        for i, s in enumerate(samples):
+            regs = s.regs if version == 1 or i % 4 == 3 else {
+                k: v for k, v in s.regs.items() if k in ("pc", "sp", "fp", "lr")}
+            w.add_sample(replace(s, regs=regs, pid=4242, tid=4242 + i % 3, time_ns=2 + i,
+                                 comm="prog" if i % 2 else "prög", cpu=i % 4,
+                                 kernel_stack=(0xFFFFFFFF81000000 + 16 * i,) * (i % 3)))
+            if i == 6:
+                w.add_maps(4242, s0.mappings[:-1], idents[:-1], time_ns=2 + i)
+                w.add_maps(7, s0.mappings[:2], time_ns=2 + i)
+        w.add_kernel_symbols({0xFFFFFFFF81000000 + 16 * i: (f"sym_{i}", i) for i in range(12)})
+        w.add_memory(7, 0x1000, b"", "")
+
+
+def protobuf_view(path: Path) -> dict[str, object]:
+    """What capture_pb2 finds in a capture file, in the shape of reader_view()."""
+    data = path.read_bytes()
+    pos, records = len(MAGIC), []
+    while pos < len(data):
+        length = shift = 0
+        while pos < len(data):
+            b = data[pos]
+            pos += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        else:
+            break
+        if pos + length > len(data):
+            break
+        records.append(capture_pb2.Record.FromString(data[pos:pos + length]))
+        pos += length
+    h = records[0].header
+    view: dict[str, object] = {
+        "header": CaptureHeader(
+            h.arch, h.period_ns, h.frequency_hz, h.start_time_ns, h.hostname,
+            h.kernel_release, h.pac_mask if h.HasField("pac_mask") else None,
+            tuple(h.pids), tuple(h.command), h.stack_bytes, h.version),
+        "truncated": True, "lost": None, "trailer_samples": None, "end_ns": None,
+        "maps": {}, "memory": {}, "files": [], "kernel_symbols": None, "samples": []}
+    for rec in records[1:]:
+        kind = rec.WhichOneof("kind")
+        if kind == "maps":
+            m = rec.maps
+            snaps = view["maps"].setdefault(m.pid, [])  # type: ignore[attr-defined]
+            snaps.append((m.time_ns, tuple(Mapping(e.start, e.end, e.offset, e.perms, e.path)
+                                           for e in m.mappings),
+                          tuple(FileIdentity(e.identity.build_id, e.identity.dev,
+                                             e.identity.inode, e.identity.size)
+                                if e.HasField("identity") else None for e in m.mappings)))
+            snaps.sort(key=lambda snap: snap[0])
+        elif kind == "memory":
+            view["memory"].setdefault(rec.memory.pid, []).append(  # type: ignore[attr-defined]
+                (rec.memory.start, rec.memory.data, rec.memory.name))
+        elif kind == "file":
+            fb = rec.file
+            view["files"].append((fb.path, fb.data, FileIdentity(  # type: ignore[attr-defined]
+                fb.identity.build_id, fb.identity.dev, fb.identity.inode, fb.identity.size)
+                if fb.HasField("identity") else None))
+        elif kind == "kernel_symbols":
+            ks = rec.kernel_symbols
+            view["kernel_symbols"] = dict(zip(ks.pcs, zip(ks.names, ks.offsets)))
+        elif kind == "trailer":
+            t = rec.trailer
+            view.update(truncated=False, lost=t.lost_samples, trailer_samples=t.samples,
+                        end_ns=t.end_time_ns)
+        elif kind == "samples":
+            view["samples"].append(("batch", rec.samples.count,  # type: ignore[attr-defined]
+                                    rec.samples.packed))
+        else:
+            s = rec.sample
+            view["samples"].append(("sample", s.pid, s.tid, s.cpu, s.time_ns, s.comm,  # type: ignore[attr-defined]
+                                    dict(s.regs), s.stack_base, s.stack,
+                                    tuple(s.kernel_stack)))
+    return view
+
+
+def reader_view(path: Path) -> dict[str, object]:
+    cap = read_capture(path)
+    samples: list[tuple[object, ...]] = []
+    for block in cap.iter_blocks():
+        if isinstance(block, PackedSamples):
+            samples.append(("batch", block.n, bytes(block.buf[block.start:block.end])))
+        else:
+            samples.append(("sample", block.pid, block.tid, block.cpu, block.time_ns,
+                            block.comm, block.regs, block.stack_base, block.stack,
+                            block.kernel_stack))
+    assert cap.sample_count == sum(s[1] if s[0] == "batch" else 1 for s in samples)  # type: ignore[misc]
+    return {
+        "header": cap.header, "truncated": cap.truncated, "lost": cap.lost_samples,
+        "trailer_samples": cap.trailer_samples, "end_ns": cap.end_ns,
+        "maps": {pid: [(s.time_ns, s.mappings, s.identities) for s in snaps]
+                 for pid, snaps in cap.maps.items()},
+        "memory": {pid: [(b.start, b.data, b.name) for b in blobs]
+                   for pid, blobs in cap.memory.items()},
+        "files": [(f.path, f.data, f.identity) for f in cap.files],
+        "kernel_symbols": cap.kernel_symbols, "samples": samples}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("name", ["v3sid-x86_64-O2.jsonl.gz",
+                                  "v2trixie-aarch64-O2-pacret.jsonl.gz"])
+def test_reader_finds_what_protobuf_finds(tmp_path: Path, name: str, version: int) -> None:
+    path = tmp_path / "run.sfcap"
+    snapshot_capture(path, name, version)
+    want = protobuf_view(path)
+    assert reader_view(path) == want
+    h = want["header"]
+    assert isinstance(h, CaptureHeader) and h.version == version
+    assert (h.pac_mask is None) == name.startswith("v3sid-x86_64")
+    kinds = [s[0] for s in want["samples"]]  # type: ignore[attr-defined]
+    assert kinds.count("sample") == (12 if version == 1 else 3)
+    assert len(want["maps"][4242]) == 2 and want["maps"][7][0][2] == (None, None)  # type: ignore[index]
+    assert not want["truncated"] and len(want["files"]) == 2  # type: ignore[arg-type]
+    # Cut short anywhere after the header: the same records, truncated.
+    data = path.read_bytes()
+    rng = random.Random(name)
+    for cut in sorted(rng.sample(range(300, len(data)), 60)):
+        path.write_bytes(data[:cut])
+        assert reader_view(path) == protobuf_view(path), cut
+
+
+@pytest.mark.parametrize("pac_mask", [None, 0, 2**64 - 1])
+def test_reader_and_protobuf_agree_on_pac_mask(tmp_path: Path, pac_mask: int | None) -> None:
+    path = tmp_path / "run.sfcap"
+    snapshot_capture(path, "v2trixie-aarch64-O2-pacret.jsonl.gz", 2, pac_mask)
+    assert reader_view(path) == protobuf_view(path)
+    assert read_capture(path).header.pac_mask == pac_mask
+
+
+def test_a_record_cut_anywhere_is_a_capture_error(tmp_path: Path) -> None:
+    """Each record of a capture, its length prefix shortened with it: never anything
+    but a one-line CaptureError.  (test_capture_wire cuts records at every byte.)"""
+    full = tmp_path / "full.sfcap"
+    snapshot_capture(full, "v2trixie-aarch64-O2-pacret.jsonl.gz", 2)
+    data = full.read_bytes()
+    pos, spans = len(MAGIC), []
+    while pos < len(data):
+        length, body = _read_prefix(data, pos)
+        spans.append((pos, body, body + length))
+        pos = body + length
+    path = tmp_path / "cut.sfcap"
+    for k, (at, body, end) in enumerate(spans):
+        size = end - body     # every cut near the ends, where the tags are; some inside
+        for cut in sorted({*range(min(size, 64)), *range(max(size - 16, 0), size),
+                           *range(0, size, 97)}):
+            path.write_bytes(data[:at] + _varint(cut) + data[body:body + cut] + data[end:])
+            with pytest.raises(CaptureError) as err:
+                read_capture(path)
+            message = str(err.value)
+            assert message.startswith(f"{path}: record {k} at offset {at} is corrupt ("), cut
+            assert "\n" not in message
+
+
+def _read_prefix(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+READ_SCRIPT = """
+import sys
+from profiler.capture.recording import read_capture
+cap = read_capture(sys.argv[1])
+n = sum(1 for _ in cap.iter_samples())
+print(n, cap.kernel_symbols is not None, "google.protobuf" in sys.modules)
+"""
+
+
+def test_reading_needs_protobuf_only_for_format_1_samples(tmp_path: Path,
+                                                          repo_root: Path) -> None:
+    """`report` reads a capture before it writes the pprof: reading a format 2 capture
+    must not import google.protobuf (a third of report's start-up)."""
+    v2 = tmp_path / "v2.sfcap"
+    with CaptureWriter(v2, header()) as w:
+        w.add_maps(4100, MAPS_A, IDS_A, time_ns=T0)
+        w.add_memory(4100, 0x7FFD5B3F2000, VDSO_IMAGE, "[vdso]")
+        w.add_file("/opt/vendor/lib/libblob.so", b"\x7fELF" + bytes(100), IDS_A2[-1])
+        for s in PACKABLE[:300]:
+            w.add_sample(s)
+        w.add_kernel_symbols({0xFFFFFFFF8142A1B0: ("do_syscall_64", 0x30)})
+    v1 = tmp_path / "v1.sfcap"
+    write_full(v1)      # SAMPLES have a register the packed layout lacks: Sample records
+    for path, want in ((v2, "300 True False"), (v1, "7 False True")):
+        out = subprocess.run([sys.executable, "-c", READ_SCRIPT, str(path)], cwd=repo_root,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.split() == want.split(), path
