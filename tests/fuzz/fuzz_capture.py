@@ -7,11 +7,6 @@ Seeds: captures written with CaptureWriter from ground-truth snapshots of
 tests/snapshots (both architectures; header, maps with file identities, samples,
 the vDSO image, a file blob, trailer), and cut-short copies.  Mapped files are looked
 up under an empty root, so the unwinder sees registers, stack bytes and maps only.
-
-The reader decodes the records by hand (profiler.capture.wire); every complete record
-of the input is also parsed by capture_pb2, and the two must agree: the same fields,
-or both refuse it (the hand decoder may also refuse a proto2 group, which protobuf
-skips).  A SampleBatch found by the reader's fast path must be the one decoded.
 """
 
 from __future__ import annotations
@@ -22,23 +17,17 @@ import tempfile
 from collections.abc import Iterator
 
 import common
-from google.protobuf.message import DecodeError
-from google.protobuf.message import Message as PbMessage
 
 with common.instrumented("profiler"):
-    from profiler.capture import wire
     from profiler.capture.recording import (
-        MAGIC,
         CaptureError,
         CaptureHeader,
         CaptureWriter,
         FileIdentity,
-        _batch_span,
         read_capture,
     )
     from profiler.model import REASONS, RawSample
     from profiler.objfile import ObjectCache
-    from profiler.proto import capture_pb2
     from profiler.unwind import AddressSpace, Unwinder
 
 TARGET = "capture"
@@ -50,7 +39,6 @@ _PATH = os.path.join(_DIR, "input.sfcap")
 
 
 def one_input(data: bytes) -> None:
-    check_records(data)
     with open(_PATH, "wb") as f:
         f.write(data)
     try:
@@ -75,80 +63,6 @@ def one_input(data: bytes) -> None:
             st = unwinder.unwind(s, space)
             if st.reliable == bool(st.reason) or (st.reason and st.reason not in REASONS):
                 raise common.InvariantError(f"verdict {st.reliable} {st.reason!r}")
-
-
-def check_records(data: bytes) -> None:
-    """Every complete record of `data`: the hand decoder against capture_pb2."""
-    pos = len(MAGIC) if data.startswith(MAGIC) else len(data)
-    while pos < len(data):
-        try:
-            length, pos = wire.read_varint(data, pos, len(data))
-        except wire.WireError:
-            return
-        if length > len(data) - pos:
-            return
-        body = data[pos:pos + length]
-        try:
-            want: dict[str, object] | None = _pb_fields(capture_pb2.Record.FromString(body),
-                                                        wire.RECORD)
-        except DecodeError:
-            want = None
-        try:
-            got = wire.decode(wire.RECORD, body)
-        except wire.WireError as exc:
-            common.check_one_line(exc)
-            if want is not None and "is a group" not in str(exc):
-                raise common.InvariantError(f"record at {pos}: protobuf reads it, the "
-                                            f"decoder says {exc}") from None
-        else:
-            if _with_bytes(got, wire.RECORD, body) != want:
-                raise common.InvariantError(f"record at {pos}: decoded {got!r}, protobuf "
-                                            f"{want!r}")
-            fast = _batch_span(body, 0, length) if length else None
-            if fast is not None and (got["kind"] != "samples" or fast != (
-                    got["samples"]["count"], *got["samples"]["packed"])):
-                raise common.InvariantError(f"record at {pos}: batch found as {fast}, "
-                                            f"decoded as {got!r}")
-        pos += length
-
-
-def _pb_fields(pb: PbMessage, msg: wire.Message) -> dict[str, object]:
-    """A protobuf message in the shape wire.decode gives, bytes as bytes."""
-    out: dict[str, object] = {}
-    for f in msg.fields.values():
-        value = getattr(pb, f.name)
-        if isinstance(f.type, wire.Message):
-            if f.type.map_entry:
-                out[f.name] = dict(value)
-            elif f.repeated:
-                out[f.name] = [_pb_fields(v, f.type) for v in value]
-            else:
-                out[f.name] = _pb_fields(value, f.type) if pb.HasField(f.name) else None
-        elif f.repeated:
-            out[f.name] = list(value)
-        elif f.optional:
-            out[f.name] = value if pb.HasField(f.name) else None
-        else:
-            out[f.name] = value
-    for name in msg.oneofs:
-        out[name] = pb.WhichOneof(name)
-    return out
-
-
-def _with_bytes(fields: wire.Fields, msg: wire.Message, buf: bytes) -> dict[str, object]:
-    """wire.decode's result with its (start, end) spans replaced by the bytes."""
-    out = dict(fields)
-    for f in msg.fields.values():
-        value = out[f.name]
-        if value is None:
-            continue
-        if isinstance(f.type, wire.Message) and not f.type.map_entry:
-            sub = f.type
-            out[f.name] = ([_with_bytes(v, sub, buf) for v in value] if f.repeated
-                           else _with_bytes(value, sub, buf))
-        elif f.type == "bytes":
-            out[f.name] = buf[value[0]:value[1]]
-    return out
 
 
 def write_capture(path: str, samples: list[RawSample], *, vdso: bool, trailer: bool,
