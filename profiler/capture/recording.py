@@ -17,14 +17,9 @@ length-prefixed ``Record`` messages -- a Header first, a Trailer last::
 
 Format version 2 packs samples into SampleBatch records (a fixed little-endian layout
 per sample, flushed every 256 samples or 1 MiB, and by flush()); the reader finds a
-batch's bytes and reads them in place from a mapping of the file (``iter_blocks``
-hands them out unparsed, ``iter_samples`` as RawSamples).  Version 1 files (one Sample
-record per sample) are still read.
-
-The writer uses protobuf (capture_pb2, imported when a writer starts).  The reader
-decodes the records itself with :mod:`profiler.capture.wire`, so that `report` does
-not pay for importing google.protobuf before it has read the capture; only the Sample
-records of version 1 files are left to protobuf (imported at the first one).
+batch's bytes without protobuf and reads them in place from a mapping of the file
+(``iter_blocks`` hands them out unparsed, ``iter_samples`` as RawSamples).  Version 1
+files (one Sample record per sample) are still read.
 
 A writer killed mid-run leaves a prefix of a valid file.  :func:`read_capture` then
 keeps every complete record and sets ``truncated``; anything else that is not a capture
@@ -42,14 +37,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from profiler.capture import wire
+from google.protobuf.message import DecodeError
+
 from profiler.errors import SframeProfError
 from profiler.model import Mapping, RawSample
-
-if TYPE_CHECKING:
-    from profiler.proto import capture_pb2
+from profiler.proto import capture_pb2
 
 MAGIC = b"SFPCAP1\n"
 # 2: samples in packed SampleBatch records, KernelSymbols; version 1 files still read.
@@ -141,14 +135,6 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _new_record() -> capture_pb2.Record:
-    """An empty Record message.  protobuf is imported here, on the first write: reading
-    a capture does not need it."""
-    from profiler.proto import capture_pb2
-
-    return capture_pb2.Record()
-
-
 def _identity_msg(msg: capture_pb2.FileIdentity, ident: FileIdentity) -> None:
     msg.build_id = ident.build_id
     msg.dev = ident.dev
@@ -199,7 +185,7 @@ class CaptureWriter:
         self._batch_bytes = 0
         self._out: BinaryIO | None = open(self.path, "wb")  # closed by close()
         self._out.write(MAGIC)
-        rec = _new_record()
+        rec = capture_pb2.Record()
         h = rec.header
         h.version = header.version
         h.arch = header.arch
@@ -224,7 +210,7 @@ class CaptureWriter:
         self._write_body(rec.SerializeToString(deterministic=True))
 
     def _write_batch(self) -> None:
-        rec = _new_record()
+        rec = capture_pb2.Record()
         rec.samples.count = len(self._batch)
         rec.samples.packed = b"".join(self._batch)
         self._batch = []
@@ -246,7 +232,7 @@ class CaptureWriter:
         """
         if identities is not None and len(identities) != len(mappings):
             raise ValueError(f"{len(identities)} identities for {len(mappings)} mappings")
-        rec = _new_record()
+        rec = capture_pb2.Record()
         snap = rec.maps
         snap.pid = pid
         snap.time_ns = time.time_ns() if time_ns is None else time_ns
@@ -272,7 +258,7 @@ class CaptureWriter:
             if len(self._batch) >= BATCH_SAMPLES or self._batch_bytes >= BATCH_BYTES:
                 self._write_batch()
             return
-        rec = _new_record()
+        rec = capture_pb2.Record()
         s = rec.sample
         s.pid = sample.pid
         s.tid = sample.tid
@@ -289,7 +275,7 @@ class CaptureWriter:
 
     def add_memory(self, pid: int, start: int, data: bytes, name: str = "") -> None:
         """Record readable memory of `pid` at `start`, e.g. its vDSO image."""
-        rec = _new_record()
+        rec = capture_pb2.Record()
         rec.memory.pid = pid
         rec.memory.start = start
         rec.memory.data = data
@@ -298,7 +284,7 @@ class CaptureWriter:
 
     def add_file(self, path: str, data: bytes, identity: FileIdentity | None = None) -> None:
         """Record a whole object file, for one that may be gone when the capture is read."""
-        rec = _new_record()
+        rec = capture_pb2.Record()
         rec.file.path = path
         rec.file.data = data
         if identity is not None:
@@ -307,7 +293,7 @@ class CaptureWriter:
 
     def add_kernel_symbols(self, symbols: dict[int, tuple[str, int]]) -> None:
         """Record names for kernel pcs: {pc: (symbol, offset)}."""
-        rec = _new_record()
+        rec = capture_pb2.Record()
         ks = rec.kernel_symbols
         for pc in sorted(symbols):
             name, offset = symbols[pc]
@@ -326,7 +312,7 @@ class CaptureWriter:
               end_ns: int | None = None) -> None:
         """Write the trailer and close the file.  `samples` defaults to the number of
         add_sample calls."""
-        rec = _new_record()
+        rec = capture_pb2.Record()
         rec.trailer.lost_samples = lost
         rec.trailer.samples = self.samples_written if samples is None else samples
         rec.trailer.end_time_ns = time.time_ns() if end_ns is None else end_ns
@@ -378,8 +364,8 @@ class Capture:
     files: list[FileBlob] = field(default_factory=list)
     # kernel pc -> (symbol, offset), as the recorder resolved them (format version 2)
     kernel_symbols: dict[int, tuple[str, int]] | None = None
-    # (start, end, samples, raw): a Sample record (samples 0, raw False), or the packed
-    # bytes of a SampleBatch (raw True)
+    # (start, end, samples, raw): a Sample record (samples 0), a SampleBatch record
+    # (raw False), or the packed bytes of a SampleBatch found without protobuf (raw True)
     _sample_spans: list[tuple[int, int, int, bool]] = field(default_factory=list)
     _map_times: dict[int, list[int]] = field(default_factory=dict)
     _samples: int = 0
@@ -449,18 +435,19 @@ class Capture:
         except OSError as e:
             raise CaptureError(f"{self.path}: {e.strerror or e}") from None
         with f, _map(f, spans[0][0], spans[-1][1]) as mm:
+            rec = capture_pb2.Record()
             for start, end, n, raw in spans:
                 if end > len(mm):
                     raise CaptureError(f"{self.path}: file shrank while being read")
                 if raw:     # read in place: only the words looked at are touched
                     yield PackedSamples(self.path, mm, n, start, end)
                     continue
-                try:
-                    sample = _parse_sample(mm[start:end])
-                except wire.WireError as e:  # it was a sample when read_capture indexed it
-                    raise CaptureError(f"{self.path}: record at offset {start} changed "
-                                       f"while being read ({e})") from None
-                yield self._raw_sample(sample)
+                rec.ParseFromString(mm[start:end])
+                if n:
+                    packed = rec.samples.packed
+                    yield PackedSamples(self.path, packed, n, 0, len(packed))
+                else:
+                    yield self._raw_sample(rec.sample)
 
     def _unpack_batch(self, batch: PackedSamples) -> Iterator[RawSample]:
         arch, pac_mask = self.header.arch, self.header.pac_mask
@@ -607,16 +594,15 @@ def _read_varint(buf: bytes | mmap.mmap, pos: int) -> tuple[int, int] | None:
     return None
 
 
-_TAG_RECORD_SAMPLE = 0x1A    # Record field 3 (sample), length-delimited
 _TAG_RECORD_SAMPLES = 0x3A   # Record field 7 (samples), length-delimited
 _TAG_BATCH_COUNT = 0x08      # SampleBatch field 1 (count), varint
 _TAG_BATCH_PACKED = 0x12     # SampleBatch field 2 (packed), length-delimited
 
 
-def _batch_span(buf: bytes | mmap.mmap, start: int, end: int) -> tuple[int, int, int] | None:
+def _batch_span(buf: mmap.mmap, start: int, end: int) -> tuple[int, int, int] | None:
     """(count, start, end of the packed bytes) of a SampleBatch record at buf[start:end]
     in the writer's encoding, read without copying it; None for anything else (the
-    record is then decoded as a whole)."""
+    record is then decoded with protobuf)."""
     try:
         if buf[start] != _TAG_RECORD_SAMPLES:
             return None
@@ -641,62 +627,24 @@ def _batch_span(buf: bytes | mmap.mmap, start: int, end: int) -> tuple[int, int,
         return None
 
 
-# The helpers below take messages decoded by wire.decode (dicts of their fields).
+def _identity(msg: capture_pb2.FileIdentity) -> FileIdentity:
+    return FileIdentity(msg.build_id, msg.dev, msg.inode, msg.size)
 
 
-def _is_sample(buf: mmap.mmap, start: int, end: int) -> bool:
-    """Whether buf[start:end] is a Record holding one Sample and nothing else (a format 1
-    sample as written), judged from its first bytes."""
-    if end <= start or buf[start] != _TAG_RECORD_SAMPLE:
-        return False
-    try:
-        got = _read_varint(buf, start + 1)
-    except ValueError:
-        return False
-    return got is not None and got[0] + got[1] == end
-
-
-def _parse_sample(body: bytes) -> capture_pb2.Sample:
-    """The Sample of a Sample record, parsed by protobuf; wire.WireError if it is not
-    one.  These records are format 1's (one per sample): by hand they would decode
-    about three times slower than protobuf, so protobuf is imported for them, when the
-    first one is met.  Format 2 files have none."""
-    from google.protobuf.message import DecodeError
-
-    from profiler.proto import capture_pb2
-
-    rec = capture_pb2.Record()
-    try:
-        rec.ParseFromString(body)
-    except DecodeError as e:
-        raise wire.WireError(str(e).splitlines()[0] if str(e) else "decode error") from None
-    if rec.WhichOneof("kind") != "sample":
-        raise wire.WireError("not a sample record")
-    return rec.sample
-
-
-def _identity(msg: wire.Fields | None) -> FileIdentity | None:
-    """A FileIdentity message; None when the field was not set."""
-    if msg is None:
-        return None
-    return FileIdentity(msg["build_id"], msg["dev"], msg["inode"], msg["size"])
-
-
-def _header(h: wire.Fields) -> CaptureHeader:
+def _header(h: capture_pb2.Header) -> CaptureHeader:
     return CaptureHeader(
-        arch=h["arch"], period_ns=h["period_ns"], frequency_hz=h["frequency_hz"],
-        start_ns=h["start_time_ns"], hostname=h["hostname"],
-        kernel_release=h["kernel_release"], pac_mask=h["pac_mask"], pids=tuple(h["pids"]),
-        command=tuple(h["command"]), stack_bytes=h["stack_bytes"], version=h["version"])
+        arch=h.arch, period_ns=h.period_ns, frequency_hz=h.frequency_hz,
+        start_ns=h.start_time_ns, hostname=h.hostname, kernel_release=h.kernel_release,
+        pac_mask=h.pac_mask if h.HasField("pac_mask") else None,
+        pids=tuple(h.pids), command=tuple(h.command), stack_bytes=h.stack_bytes,
+        version=h.version)
 
 
-def _snapshot(m: wire.Fields) -> MapsSnapshot:
-    entries = m["mappings"]
+def _snapshot(m: capture_pb2.MapsSnapshot) -> MapsSnapshot:
     return MapsSnapshot(
-        m["pid"], m["time_ns"],
-        tuple(Mapping(e["start"], e["end"], e["offset"], e["perms"], e["path"])
-              for e in entries),
-        tuple(_identity(e["identity"]) for e in entries))
+        m.pid, m.time_ns,
+        tuple(Mapping(e.start, e.end, e.offset, e.perms, e.path) for e in m.mappings),
+        tuple(_identity(e.identity) if e.HasField("identity") else None for e in m.mappings))
 
 
 def read_capture(path: str | os.PathLike[str]) -> Capture:
@@ -726,6 +674,7 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
         raise CaptureError(f"{path}: not a sframe-prof capture (bad magic {head[:8]!r})")
     pos = len(MAGIC)
     capture: Capture | None = None
+    rec = capture_pb2.Record()
     nrec = 0
     while pos < len(buf):
         at = pos
@@ -741,39 +690,28 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
                                f"exceeds {MAX_RECORD_BYTES}")
         if pos + length > len(buf):
             break  # cut inside a record
-        where = f"{path}: record {nrec} at offset {at}"
-        rec: wire.Fields = {}
-        # (count, start, end of the packed bytes in the file) of a SampleBatch
         batch = _batch_span(buf, pos, pos + length) if length else None
         if batch is not None:
             kind: str | None = "samples"
-        elif _is_sample(buf, pos, pos + length):
-            try:
-                _parse_sample(buf[pos:pos + length])    # checked now, read by iter_blocks
-            except wire.WireError as e:
-                raise CaptureError(f"{where} is corrupt ({e})") from None
-            kind = "sample"
         else:
-            body = buf[pos:pos + length]
             try:
-                rec = wire.decode(wire.RECORD, body)
-            except wire.WireError as e:
-                raise CaptureError(f"{where} is corrupt ({e})") from None
-            kind = rec["kind"]
-            if kind == "samples":
-                pstart, pend = rec["samples"]["packed"]
-                batch = (rec["samples"]["count"], pos + pstart, pos + pend)
+                rec.ParseFromString(buf[pos:pos + length])
+            except DecodeError as e:
+                raise CaptureError(f"{path}: record {nrec} at offset {at} is corrupt "
+                                   f"({str(e).splitlines()[0] if str(e) else 'decode error'})"
+                                   ) from None
+            kind = rec.WhichOneof("kind")
+        where = f"{path}: record {nrec} at offset {at}"
         if kind is None:
             raise CaptureError(f"{where} is corrupt (no known record type)")
         if capture is None:
             if kind != "header":
                 raise CaptureError(f"{where}: {kind} record before the header")
-            version = rec["header"]["version"]
-            if version > FORMAT_VERSION:
-                raise CaptureError(f"{path}: capture format version {version} "
+            if rec.header.version > FORMAT_VERSION:
+                raise CaptureError(f"{path}: capture format version {rec.header.version} "
                                    f"is newer than this reader's {FORMAT_VERSION}")
             # `truncated` stays True until the trailer turns up.
-            capture = Capture(path, _header(rec["header"]), truncated=True)
+            capture = Capture(path, _header(rec.header), truncated=True)
         elif not capture.truncated:
             raise CaptureError(f"{where}: {kind} record after the trailer")
         elif kind == "header":
@@ -783,43 +721,45 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
             capture._samples += 1
         elif kind == "samples":
             # The packed samples are checked as they are read (iter_samples).
-            assert batch is not None
-            n, pstart, pend = batch
+            if batch is not None:
+                n, pstart, pend = batch
+                span = (pstart, pend, n, True)
+            else:
+                n = rec.samples.count
+                span = (pos, pos + length, n, False)
             if n:
-                capture._sample_spans.append((pstart, pend, n, True))
+                capture._sample_spans.append(span)
                 capture._samples += n
         elif kind == "kernel_symbols":
-            ks = rec["kernel_symbols"]
-            pcs, names, offsets = ks["pcs"], ks["names"], ks["offsets"]
-            if not len(pcs) == len(names) == len(offsets):
-                raise CaptureError(f"{where} is corrupt (kernel symbols: {len(pcs)} pcs, "
-                                   f"{len(names)} names, {len(offsets)} offsets)")
+            ks = rec.kernel_symbols
+            if not len(ks.pcs) == len(ks.names) == len(ks.offsets):
+                raise CaptureError(f"{where} is corrupt (kernel symbols: {len(ks.pcs)} pcs, "
+                                   f"{len(ks.names)} names, {len(ks.offsets)} offsets)")
             table = capture.kernel_symbols if capture.kernel_symbols is not None else {}
-            table.update(zip(pcs, zip(names, offsets)))
+            table.update(zip(ks.pcs, zip(ks.names, ks.offsets)))
             capture.kernel_symbols = table
         elif kind == "maps":
-            snap = _snapshot(rec["maps"])
+            snap = _snapshot(rec.maps)
             snaps = capture.maps.setdefault(snap.pid, [])
             times = capture._map_times.setdefault(snap.pid, [])
             i = bisect.bisect_right(times, snap.time_ns)  # equal times keep file order
             snaps.insert(i, snap)
             times.insert(i, snap.time_ns)
         elif kind == "memory":
-            m = rec["memory"]
-            dstart, dend = m["data"]
-            capture.memory.setdefault(m["pid"], []).append(
-                MemoryBlob(m["pid"], m["start"], body[dstart:dend], m["name"]))
+            m = rec.memory
+            capture.memory.setdefault(m.pid, []).append(
+                MemoryBlob(m.pid, m.start, bytes(m.data), m.name))
         elif kind == "file":
-            fb = rec["file"]
-            dstart, dend = fb["data"]
-            capture.files.append(FileBlob(fb["path"], body[dstart:dend],
-                                          _identity(fb["identity"])))
+            fb = rec.file
+            capture.files.append(FileBlob(
+                fb.path, bytes(fb.data),
+                _identity(fb.identity) if fb.HasField("identity") else None))
         elif kind == "trailer":
-            t = rec["trailer"]
+            t = rec.trailer
             capture.truncated = False
-            capture.lost_samples = t["lost_samples"]
-            capture.trailer_samples = t["samples"]
-            capture.end_ns = t["end_time_ns"]
+            capture.lost_samples = t.lost_samples
+            capture.trailer_samples = t.samples
+            capture.end_ns = t.end_time_ns
         pos += length
         nrec += 1
     if capture is None:
