@@ -20,21 +20,18 @@ them::
 * ``string`` fields must be valid UTF-8.
 * A ``map<K, V>`` field is a dict; an entry carrying unknown fields is left out of
   it, as upb leaves it out.
-* Unknown fields (varint, 64-bit, length-delimited, 32-bit) are skipped, and so are
-  known fields with a wire type they cannot have, which protobuf keeps as unknown.
-  Groups (wire types 3 and 4, from proto2) are refused, though protobuf skips them:
-  nothing writes them into a capture.
+* Unknown fields, and known ones with an unexpected wire type, are skipped.  So are
+  varint, 64-bit, length-delimited and 32-bit fields; groups (wire types 3 and 4,
+  from proto2) are rejected.
 
 Anything that does not decode raises :class:`WireError` with a one-line reason.
 Lengths and tags are held to upb's limits (at most 5 bytes and 32 bits); other varints
 to 10 bytes.  tests/unit/test_capture_wire.py checks the tables here against
-proto/capture.proto, and the results against capture_pb2's: the same fields, or both
-refuse the bytes.
+proto/capture.proto and the results against capture_pb2.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = range(6)   # wire types
@@ -51,7 +48,7 @@ class WireError(Exception):
 class Field:
     """One field of a message: its name and type as in the .proto."""
 
-    __slots__ = ("name", "type", "repeated", "optional", "oneof", "mask")
+    __slots__ = ("name", "type", "repeated", "optional", "oneof")
 
     def __init__(self, name: str, type: str | Message, *, repeated: bool = False,
                  optional: bool = False, oneof: str = "") -> None:
@@ -60,62 +57,47 @@ class Field:
         self.repeated = repeated
         self.optional = optional    # proto3 `optional`: None when absent
         self.oneof = oneof          # name of the oneof holding the field, if any
-        self.mask = _MASK32 if type == "uint32" else _MASK64    # for numbers
-
-    def tags(self, number: int) -> tuple[int, ...]:
-        """The tags (number and wire type) the field is read from; any other tag with
-        its number is an unknown field."""
-        if self.type in ("uint32", "uint64"):
-            return (number << 3 | VARINT, number << 3 | LEN) if self.repeated else (
-                number << 3 | VARINT,)
-        return (number << 3 | LEN,)
 
 
 class Message:
     """A message type: its fields by number.  (Plain classes, not dataclasses: this
     module is imported at every start of `report`.)"""
 
-    __slots__ = ("name", "fields", "map_entry", "by_tag", "oneofs", "_scalars", "_lists",
-                 "_maps")
+    __slots__ = ("name", "fields", "map_entry", "oneofs", "_defaults")
 
     def __init__(self, name: str, fields: dict[int, Field], *, map_entry: bool = False
                  ) -> None:
         self.name = name
         self.fields = fields
         self.map_entry = map_entry  # the entry of a map<K, V>: key = 1, value = 2
-        self.by_tag = {tag: f for number, f in fields.items() for tag in f.tags(number)}
+        # (name, default) of each field and oneof; a list or dict default stands for
+        # a new empty one
+        defaults: list[tuple[str, object]] = []
         oneofs: list[str] = []
-        self._scalars: Fields = {}  # the defaults of the fields that are not containers
-        lists: list[str] = []
-        maps: list[str] = []
         for f in fields.values():
             if isinstance(f.type, Message) and f.type.map_entry:
-                maps.append(f.name)
+                default: object = {}
             elif f.repeated:
-                lists.append(f.name)
+                default = []
             elif f.optional or f.oneof or isinstance(f.type, Message):
-                self._scalars[f.name] = None
+                default = None
             elif f.type == "string":
-                self._scalars[f.name] = ""
+                default = ""
             elif f.type == "bytes":
-                self._scalars[f.name] = (0, 0)
+                default = (0, 0)
             else:
-                self._scalars[f.name] = 0
+                default = 0
+            defaults.append((f.name, default))
             if f.oneof and f.oneof not in oneofs:
                 oneofs.append(f.oneof)
-                self._scalars[f.oneof] = None
+                defaults.append((f.oneof, None))
         self.oneofs = tuple(oneofs)
-        self._lists = tuple(lists)
-        self._maps = tuple(maps)
+        self._defaults = tuple(defaults)
 
     def empty(self) -> Fields:
         """The fields of a message with nothing set."""
-        out = self._scalars.copy()
-        for name in self._lists:
-            out[name] = []
-        for name in self._maps:
-            out[name] = {}
-        return out
+        return {name: (type(d)() if isinstance(d, (list, dict)) else d)
+                for name, d in self._defaults}
 
 
 def decode(msg: Message, buf: bytes, start: int = 0, end: int | None = None) -> Fields:
@@ -129,15 +111,16 @@ def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     """(value cut to 64 bits, position after it) of the varint at buf[pos:end]."""
     value = shift = 0
     at = pos
-    while pos < end:
+    limit = min(end, pos + 10)
+    while pos < limit:
         b = buf[pos]
         pos += 1
-        if b < 0x80:
-            return (value | b << shift) & _MASK64, pos
         value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value & _MASK64, pos
         shift += 7
-        if shift == 70:
-            raise WireError(f"varint at byte {at} is longer than 10 bytes")
+    if pos - at == 10:
+        raise WireError(f"varint at byte {at} is longer than 10 bytes")
     raise WireError(f"varint at byte {at} runs past the end")
 
 
@@ -163,7 +146,7 @@ def _read_short(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
 def _parse_into(msg: Message, buf: bytes, pos: int, end: int, out: Fields) -> bool:
     """Decode buf[pos:end] into `out` (fields of `msg`, merged as protobuf merges);
     True if it held unknown fields."""
-    by_tag = msg.by_tag
+    fields = msg.fields
     unknown = False
     while pos < end:
         at = pos
@@ -172,37 +155,33 @@ def _parse_into(msg: Message, buf: bytes, pos: int, end: int, out: Fields) -> bo
             pos += 1
         else:
             tag, pos = _read_short(buf, pos, end, "tag")
-        if tag < 8:
+        number, wtype = tag >> 3, tag & 7
+        if number == 0:
             raise WireError(f"field number 0 at byte {at}")
-        f = by_tag.get(tag)
-        wtype = tag & 7
+        f = fields.get(number)
+        ftype = f.type if f is not None else None
         if wtype == VARINT:
             if pos < end and buf[pos] < 0x80:
                 value = buf[pos]
                 pos += 1
             else:
                 value, pos = read_varint(buf, pos, end)
-            if f is None:
+            if f is None or ftype not in ("uint32", "uint64"):
                 unknown = True
             elif f.repeated:
-                out[f.name].append(value & f.mask)
+                out[f.name].append(value & _MASK32 if ftype == "uint32" else value)
             else:
-                out[f.name] = value & f.mask
+                out[f.name] = value & _MASK32 if ftype == "uint32" else value
         elif wtype == LEN:
-            if pos < end and buf[pos] < 0x80:
-                size = buf[pos]
-                pos += 1
-            else:
-                size, pos = _read_short(buf, pos, end, "length")
+            size, pos = _read_short(buf, pos, end, "length")
             start, pos = pos, pos + size
             if pos > end:
-                raise WireError(f"field {tag >> 3} at byte {at}: {size} bytes run past the "
-                                f"end")
+                raise WireError(f"field {number} at byte {at}: {size} bytes run past the end")
             if f is None:
                 unknown = True
-                continue
-            ftype = f.type
-            if ftype == "string":
+            elif isinstance(ftype, Message):
+                _message_field(msg, f, ftype, buf, start, pos, out)
+            elif ftype == "string":
                 try:
                     text = buf[start:pos].decode("utf-8")
                 except UnicodeDecodeError:
@@ -217,24 +196,24 @@ def _parse_into(msg: Message, buf: bytes, pos: int, end: int, out: Fields) -> bo
                     out[f.name].append((start, pos))
                 else:
                     out[f.name] = (start, pos)
-            elif isinstance(ftype, Message):
-                _message_field(f, ftype, buf, start, pos, out)
-            else:               # packed numbers
-                _packed(buf, start, pos, out[f.name], f.mask)
+            elif f.repeated:    # packed varints
+                _packed(buf, start, pos, out[f.name], ftype == "uint32")
+            else:
+                unknown = True
         elif wtype == I64 or wtype == I32:
             pos += 8 if wtype == I64 else 4
             if pos > end:
-                raise WireError(f"field {tag >> 3} at byte {at}: fixed-size value runs past "
+                raise WireError(f"field {number} at byte {at}: fixed-size value runs past "
                                 f"the end")
             unknown = True      # no fixed-size fields in the schema
-        elif wtype == SGROUP or wtype == EGROUP:
-            raise WireError(f"field {tag >> 3} at byte {at} is a group (wire type {wtype})")
+        elif wtype in (SGROUP, EGROUP):
+            raise WireError(f"field {number} at byte {at} is a group (wire type {wtype})")
         else:
-            raise WireError(f"field {tag >> 3} at byte {at} has wire type {wtype}")
+            raise WireError(f"field {number} at byte {at} has wire type {wtype}")
     return unknown
 
 
-def _message_field(f: Field, sub: Message, buf: bytes, start: int, end: int,
+def _message_field(msg: Message, f: Field, sub: Message, buf: bytes, start: int, end: int,
                    out: Fields) -> None:
     if f.repeated:
         entry = sub.empty()
@@ -254,38 +233,17 @@ def _message_field(f: Field, sub: Message, buf: bytes, start: int, end: int,
     _parse_into(sub, buf, start, end, value)    # merged into what was there
 
 
-_varint_re: re.Pattern[bytes] | None = None
-_LOW7 = bytes(b & 0x7F for b in range(256))
-
-
-def _packed(buf: bytes, pos: int, end: int, values: list[int], mask: int) -> None:
-    """Append the varints of buf[pos:end] to `values`.  Kernel pcs take 10 bytes each,
-    so the varints are found by a regular expression and put together with whole-int
-    operations rather than a Python loop over their bytes."""
-    global _varint_re
-    if _varint_re is None:
-        _varint_re = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]")   # one varint, <= 10 bytes
-    found = _varint_re.findall(buf, pos, end)
-    if sum(map(len, found)) != end - pos:   # a varint too long or cut short: say which
-        while pos < end:
-            _value, pos = read_varint(buf, pos, end)
+def _packed(buf: bytes, pos: int, end: int, values: list[int], u32: bool) -> None:
+    mask = _MASK32 if u32 else _MASK64
     append = values.append
-    from_bytes = int.from_bytes
-    for v in found:
-        n = len(v)
-        if n == 1:
-            append(v[0])
-            continue
-        if n == 2:
-            append(v[0] & 0x7F | v[1] << 7)
-            continue
-        # 7 bits in each byte of x, little-endian: close the gaps pairwise, in 16-, 32-,
-        # 64- and 128-bit lanes, until the 70 bits are contiguous.
-        x = from_bytes(v.translate(_LOW7), "little")
-        x = x & 0x00FF00FF00FF00FF00FF | (x & 0xFF00FF00FF00FF00FF00) >> 1
-        x = x & 0x0000FFFF0000FFFF0000FFFF | (x & 0xFFFF0000FFFF0000FFFF0000) >> 2
-        x = x & 0x00000000FFFFFFFF00000000FFFFFFFF | (x & 0xFFFFFFFF00000000FFFFFFFF00000000) >> 4
-        append((x & _MASK64 | x >> 64 << 56) & mask)
+    while pos < end:
+        b = buf[pos]
+        if b < 0x80:
+            append(b)
+            pos += 1
+        else:
+            value, pos = read_varint(buf, pos, end)
+            append(value & mask)
 
 
 # -- proto/capture.proto ----------------------------------------------------------------

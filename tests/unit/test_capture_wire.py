@@ -411,11 +411,8 @@ def test_lengths() -> None:
                  tag(2, LEN) + varint(2**31 - 1) + b"ab",
                  tag(40, LEN) + varint(3) + b"ab",            # unknown, past the end
                  tag(16, I64) + bytes(7), tag(17, I32) + bytes(3),
-                 ld(9, b"\x80"), ld(9, b"\x01\xff"),         # packed varint cut short
-                 ld(9, b"\x01" + b"\xff" * 10 + b"\x01")):  # ... or longer than 10 bytes
+                 ld(9, b"\x80"), ld(9, b"\x01\xff")):        # packed varint cut short
         assert check_same(wire.HEADER, data) is None, data
-    with pytest.raises(WireError, match="varint at byte 3 is longer than 10 bytes"):
-        wire.decode(wire.HEADER, ld(9, b"\x01" + b"\xff" * 10 + b"\x01"))
     with pytest.raises(WireError, match="run past the end"):
         wire.decode(wire.HEADER, tag(2, LEN) + varint(3) + b"ab")
 
