@@ -45,6 +45,8 @@ _U64 = struct.Struct("<Q")
 # must have the same FP value.
 READ_FP = -1
 SUFFIXES_PER_STATE = 4
+SUFFIX_STATES = 1 << 14     # states with known chain ends kept per address space
+STRUCTS_KEPT = 1 << 12
 
 _STRUCTS: dict[tuple[int, ...], struct.Struct | None] = {}
 
@@ -67,7 +69,7 @@ def struct_for(offsets: tuple[int, ...]) -> struct.Struct | None:
         pos = off + 8
     else:
         check = struct.Struct("".join(fmt))
-    if len(_STRUCTS) >= MEMO_LIMIT:
+    if len(_STRUCTS) >= STRUCTS_KEPT:
         _STRUCTS.clear()
     _STRUCTS[offsets] = check
     return check
@@ -655,7 +657,7 @@ class _Walk:
                 continue
             fp_req = fp if READ_FP in used else None
             if entries is None:
-                if len(suffixes) >= MEMO_LIMIT:
+                if len(suffixes) >= SUFFIX_STATES:
                     suffixes.clear()
                 entries = suffixes[key] = []
             entries.append((first, check, check.unpack_from(self.stack, first - base),

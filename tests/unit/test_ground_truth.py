@@ -128,6 +128,9 @@ def test_bounded_memos_change_nothing(monkeypatch: pytest.MonkeyPatch,
     import profiler.objfile as objfile
     import profiler.unwind as unwind
     monkeypatch.setattr(unwind, "MEMO_LIMIT", 8)
+    monkeypatch.setattr(unwind, "SUFFIX_STATES", 8)
+    monkeypatch.setattr(unwind, "STRUCTS_KEPT", 8)
+    monkeypatch.setattr(unwind, "_STRUCTS", {})
     monkeypatch.setattr(objfile, "MAX_MEMO", 8)
     monkeypatch.setattr(objfile, "MAX_DECODED", 2)
     small = Unwinder(ObjectCache(str(ROOT)))
@@ -136,7 +139,12 @@ def test_bounded_memos_change_nothing(monkeypatch: pytest.MonkeyPatch,
         for _obj, sample, st in rows[::3]:
             space = small.space_for(sample)
             assert small.unwind(sample, space) == st
-            assert max(len(space.steps), len(space.ra_ok), len(space.edges)) <= 8
+            # walks that note their reads also record chain ends (the memo's walks)
+            assert small.unwind(sample, space, []) == st
+            assert small.unwind(sample, space) == st
+            assert max(len(space.steps), len(space.ra_ok), len(space.edges),
+                       len(space.suffixes)) <= 8
+            assert len(unwind._STRUCTS) <= 8
             n += 1
     for obj in small.objects._by_path.values():
         if obj is not None:
