@@ -45,7 +45,7 @@ _U64 = struct.Struct("<Q")
 # must have the same FP value.
 READ_FP = -1
 SUFFIXES_PER_STATE = 4
-SUFFIX_STATES = 1 << 14     # states with known chain ends kept per address space
+SUFFIX_STATES = 1 << 12     # states with known chain ends kept per address space
 STRUCTS_KEPT = 1 << 12
 
 _STRUCTS: dict[tuple[int, ...], struct.Struct | None] = {}

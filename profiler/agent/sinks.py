@@ -41,6 +41,10 @@ from profiler.agent.windows import Shipment, iso_name, safe_name
 log = logging.getLogger("sframe-prof.agent")
 
 RETRY_STATUS = {408, 425, 429}
+# Files a DirectorySink keeps at most, whatever their bytes: an agent writes a few
+# per window for days, and a directory (and the list of it kept here) of millions
+# of small files is of use to nobody.
+MAX_FILES = 20_000
 
 
 class SendError(Exception):
@@ -51,7 +55,7 @@ class SendError(Exception):
 
 class DirectorySink:
     """Profiles as files, ``<window start>-<service>[-<pid>]-<seq>.pb.gz``, oldest
-    deleted first beyond a byte budget."""
+    deleted first beyond a byte budget or MAX_FILES files."""
 
     name = "dir"
 
@@ -106,7 +110,8 @@ class DirectorySink:
         self.write(self.file_name(s), s.pprof_gz)
 
     def _rotate(self) -> None:
-        while self.bytes > self.max_bytes and len(self.files) > 1:
+        while (self.bytes > self.max_bytes or len(self.files) > MAX_FILES) \
+                and len(self.files) > 1:
             name, size = self.files.popleft()
             try:
                 os.unlink(os.path.join(self.dir, name))

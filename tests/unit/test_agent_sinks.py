@@ -198,3 +198,18 @@ def test_directory_sink_rotates(tmp_path: Path, budget: int) -> None:
         assert files[-1].endswith("0002.pb.gz")       # the newest are kept
     again = DirectorySink(str(tmp_path / "out"), budget)   # a restart knows the old files
     assert again.bytes == d.bytes
+
+
+def test_directory_sink_keeps_at_most_max_files(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import profiler.agent.sinks as sinks_mod
+    monkeypatch.setattr(sinks_mod, "MAX_FILES", 5)
+    d = DirectorySink(str(tmp_path / "out"), 1 << 30)
+    for w in range(6):
+        for s in shipments(2, 177_000_000 + w):
+            d.submit(s)
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(files) == 5 and len(d.files) == 5 and d.deleted == 12 - 5
+    assert [name for name, _size in d.files] == files       # the newest five
+    again = DirectorySink(str(tmp_path / "out"), 1 << 30)
+    assert len(again.files) == 5
