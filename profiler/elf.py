@@ -110,7 +110,6 @@ class Section(NamedTuple):
 # Elf32_Sym order, for both classes.
 SymbolRow = tuple[int, int, int, int, int, int]
 # A relocation: (r_offset, symbol index, relocation type).
-RelocRow = tuple[int, int, int]
 
 
 class _Layout:
@@ -341,20 +340,6 @@ class ElfFile:
         if self._layout.wide:   # Elf64_Sym: name, info, other, shndx, value, size
             return [(n, v, s, i, o, x) for n, i, o, x, v, s in rows]
         return list(rows)
-
-    def read_relocations(self, sec: Section, limit: int) -> list[RelocRow]:
-        """The first `limit` entries of a SHT_REL / SHT_RELA section, as
-        (r_offset, symbol index, type)."""
-        if sec.sh_type == SHT_RELA:
-            st = self._layout.rela
-        elif sec.sh_type == SHT_REL:
-            st = self._layout.rel
-        else:
-            raise ElfError(f"section {sec.name!r} (type {sec.sh_type}) is not a relocation "
-                           "table")
-        shift, mask = self._layout.r_sym_shift, self._layout.r_type_mask
-        return [(off, info >> shift, info & mask)
-                for off, info in st.iter_unpack(self._entries(sec, st, limit))]
 
     def relocation_infos(self, sec: Section, limit: int) -> dict[int, int]:
         """{r_offset: r_info} of the first `limit` entries of a SHT_REL / SHT_RELA

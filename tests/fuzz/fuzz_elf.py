@@ -38,7 +38,7 @@ def reader(elf: E.ElfFile) -> None:
                 elf.read_symbols(sec, MAX_ENTRIES)
                 elf.linked_section(sec)
             elif sec.sh_type in (E.SHT_REL, E.SHT_RELA):
-                elf.read_relocations(sec, MAX_ENTRIES)
+                elf.relocation_infos(sec, MAX_ENTRIES)
             elif sec.sh_type == E.SHT_NOTE:
                 list(elf.iter_notes(elf.section_data(sec), 4))
         except E.ElfError as exc:

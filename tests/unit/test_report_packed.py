@@ -72,16 +72,7 @@ def _capture(tmp: Path, name: str, batch: int = 0,
                                   "v2trixie-aarch64-O2-pacret.jsonl.gz"])
 def test_packed_fast_path_gives_the_general_profile(tmp_path: Path, name: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    samples = _samples(name)
-    cap = tmp_path / "run.sfcap"
-    s0 = samples[0]
-    with CaptureWriter(cap, CaptureHeader(s0.arch, period_ns=10**7, pac_mask=s0.pac_mask,
-                                          hostname="elsewhere")) as w:
-        w.add_maps(4242, s0.mappings, time_ns=1)
-        for start, blob in s0.memory:
-            w.add_memory(4242, start, blob, "[vdso]")
-        for s in samples:
-            w.add_sample(s)
+    cap, n = _capture(tmp_path, name)
     fast = _report(tmp_path, cap, "fast")
 
     calls = []
@@ -94,9 +85,9 @@ def test_packed_fast_path_gives_the_general_profile(tmp_path: Path, name: str,
 
     monkeypatch.setattr(report_mod, "_add_packed", general)
     slow = _report(tmp_path, cap, "slow")
-    assert sum(calls) == len(samples)
+    assert sum(calls) == n
     assert fast == slow
-    assert sum(int(line.rsplit(" ", 1)[1]) for line in fast.splitlines()) == len(samples)
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in fast.splitlines()) == n
 
 
 def _sorted_profile(path: Path) -> list[tuple[object, ...]]:

@@ -723,26 +723,3 @@ def test_libc_load_and_lookup_speed(capsys: pytest.CaptureFixture[str]) -> None:
         print(f"\nlibc: open {1e3 * (t1 - t0):.1f} ms, symbols {1e3 * (t2 - t1):.1f} ms "
               f"({len(es)} functions), lookup {1e6 * per:.2f} us ({len(addrs)} lookups)")
     assert t2 - t1 < 1.0 and per < 50e-6
-
-
-# -- .dynsym exports read with struct ------------------------------------------------
-
-
-def _exports_by_pyelftools(elf: ELFFile) -> dict[str, list[tuple[int, bool]]]:
-    out: dict[str, list[tuple[int, bool]]] = {}
-    dynsym = elf.get_section_by_name(".dynsym")
-    for sym in dynsym.iter_symbols() if dynsym is not None else ():
-        if sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
-            out.setdefault(sym.name, []).append(
-                (sym["st_value"], sym["st_info"]["type"] == "STT_LOOS"))
-    return out
-
-
-@pytest.mark.parametrize("path", [LIBC, *TARGET_FILES[:12]], ids=lambda p: str(p)[-40:])
-def test_dynamic_exports_match_pyelftools(path: object) -> None:
-    from profiler.symbolize import dynamic_exports
-    if not os.path.exists(str(path)):
-        pytest.skip(f"{path} missing")
-    obj = ObjectFile.open(str(path))
-    with open(str(path), "rb") as f:
-        assert dynamic_exports(obj.elf) == _exports_by_pyelftools(ELFFile(f))
