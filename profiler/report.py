@@ -104,23 +104,33 @@ class _Run:
         self.spaces: dict[tuple[int, int], AddressSpace] = {}   # (pid, id(mappings))
         self.names: dict[int, str] = {}
 
-    def space_of(self, sample: RawSample) -> AddressSpace:
-        key = (sample.pid, id(sample.mappings))
+    def space_for(self, pid: int, snap: MapsSnapshot | None) -> AddressSpace:
+        """The address space of `pid` as maps snapshot `snap` shows it (no mappings
+        without one), made once per snapshot, its files checked against the build
+        IDs the snapshot recorded."""
+        mappings = snap.mappings if snap is not None else ()
+        key = (pid, id(mappings))
         space = self.spaces.get(key)
         if space is None:
-            space = self.checker.space(sample.mappings,
-                                       self.cap.maps_at(sample.pid, sample.time_ns),
-                                       sample.memory)
-            self.spaces[key] = space
-            self.names.setdefault(sample.pid, _exe_name(sample.mappings))
+            space = self.spaces[key] = self.checker.space(mappings, snap,
+                                                          self.cap.memory_of(pid))
+            self.names.setdefault(pid, _exe_name(mappings))
         return space
 
+    def later_space(self, sample: RawSample) -> AddressSpace | None:
+        """The address space of the pid's latest maps snapshot, if newer than the
+        sample's (a library loaded after the maps were taken: the live run would have
+        re-read them)."""
+        snaps = self.cap.maps.get(sample.pid)
+        if not snaps or snaps[-1].mappings is sample.mappings:
+            return None
+        return self.space_for(sample.pid, snaps[-1])
+
     def add(self, sample: RawSample, key: tuple[object, ...] | None = None) -> None:
-        self.pipeline.add(sample, self.space_of(sample),
+        space = self.space_for(sample.pid, self.cap.maps_at(sample.pid, sample.time_ns))
+        self.pipeline.add(sample, space,
                           has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
-                          later=functools.partial(_later_space, self.cap, sample,
-                                                  self.spaces, self.checker),
-                          memo_key=key)
+                          later=functools.partial(self.later_space, sample), memo_key=key)
 
     def unwind(self, spans: list[tuple[int, int, int, bool]]) -> None:
         """Unwind and count the samples of `spans` (a part of the capture)."""
@@ -167,11 +177,8 @@ class _Run:
         space = self.spaces.get(key)
         if space is None:
             pid, mappings_id = key
-            snap = next((s for s in self.cap.maps.get(pid, ())
-                         if id(s.mappings) == mappings_id), None)
-            space = self.checker.space(snap.mappings if snap else (), snap,
-                                       self.cap.memory_of(pid))
-            self.spaces[key] = space
+            space = self.space_for(pid, next((s for s in self.cap.maps.get(pid, ())
+                                              if id(s.mappings) == mappings_id), None))
         return space
 
 
@@ -193,8 +200,14 @@ def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]],
         for part in parts[1:]:
             try:
                 r, w = os.pipe()
+            except OSError:
+                here.append(part)
+                continue
+            try:
                 pid = os.fork()
             except OSError:
+                os.close(r)
+                os.close(w)
                 here.append(part)
                 continue
             if pid == 0:   # the child: unwind its part, send the counts, never return
@@ -297,22 +310,6 @@ def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
             if space is not None:
                 chains = memo.memo_for(space)
     memo.hits += hits
-
-
-def _later_space(cap: Capture, sample: RawSample, spaces: dict[tuple[int, int], AddressSpace],
-                 checker: BuildIdCheck) -> AddressSpace | None:
-    """The address space of the pid's latest maps snapshot, if newer than the sample's
-    (a library loaded after the maps were taken: the live run would have re-read them)."""
-    snaps = cap.maps.get(sample.pid)
-    if not snaps or snaps[-1].mappings is sample.mappings:
-        return None
-    snap = snaps[-1]
-    key = (sample.pid, id(snap.mappings))
-    space = spaces.get(key)
-    if space is None:
-        space = checker.space(snap.mappings, snap, sample.memory)
-        spaces[key] = space
-    return space
 
 
 class BuildIdCheck:
