@@ -289,14 +289,6 @@ class BoundedResolver(Resolver):
         self._window_symbols[obj] = syms
         return syms
 
-    def kernel(self) -> Any:
-        """Kernel symbols in flat arrays (profiler.agent.ksyms): the same answers as
-        KernelSymbols in about 6 MB instead of 40 MB of resident arenas."""
-        if self._kernel is None and self._kallsyms:
-            from profiler.agent.ksyms import CompactKernelSymbols
-            self._kernel = CompactKernelSymbols.load(self._kallsyms)  # type: ignore[assignment]
-        return self._kernel
-
     def kernel_location(self, addr: int) -> Any:
         loc = self._kernel_locations.get(addr)
         if loc is None:

@@ -378,39 +378,6 @@ def test_reader_hands_out_records_in_order_with_snapshots(tmp_path: Path) -> Non
         reader.stop()
 
 
-def test_compact_kernel_symbols_answer_like_kernel_symbols(tmp_path: Path) -> None:
-    from profiler.agent.ksyms import CompactKernelSymbols
-    from profiler.symbolize import KernelSymbols
-    text = (
-        "ffffffff81000000 T _stext\n"
-        "ffffffff81000000 T startup_64\n"          # alias: the better-ranked name wins
-        "ffffffff81000100 t __local_helper\n"
-        "ffffffff81000200 D some_data\n"           # data ends the function before it
-        "ffffffff81000300 W weak_fn\n"
-        "0000000000001000 A absolute_sym\n"        # absolute: ignored
-        "ffffffffc0001000 t mod_fn\t[mymod]\n"
-        "ffffffff81000400 T unsorted_late\n")      # out of order (modules come later)
-    path = tmp_path / "kallsyms"
-    path.write_text(text)
-    a, b = KernelSymbols.load(str(path)), CompactKernelSymbols.load(str(path))
-    probes = [0xFFFFFFFF81000000 + d for d in range(0, 0x600, 0x40)] + [
-        0xFFFFFFFFC0001000, 0xFFFFFFFFC0001000 + 5000, 0, 0xFFFFFFFF80FFFFFF]
-    for addr in probes:
-        assert a.lookup(addr) == b.lookup(addr) and a.module(addr) == b.module(addr), hex(addr)
-    assert b.lookup(0xFFFFFFFF81000010) == ("startup_64", 0x10)
-    assert b.module(0xFFFFFFFFC0001004) == "mymod" and len(a) == len(b)
-    if os.path.exists("/proc/kallsyms") and os.geteuid() == 0:
-        real_a, real_b = KernelSymbols.load(), CompactKernelSymbols.load()
-        starts = list(real_a._starts)[::97]
-        for s in starts:
-            for addr in (s, s + 7):
-                assert real_a.lookup(addr) == real_b.lookup(addr)
-                assert real_a.module(addr) == real_b.module(addr)
-    hidden = tmp_path / "hidden"
-    hidden.write_text("0000000000000000 T _stext\n")
-    assert not CompactKernelSymbols.load(str(hidden)).available
-
-
 def test_agent_sampler_wakes_its_reader_at_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent builds the sampler with wakeup_every=1 (a new process must be read
     within milliseconds of its first sample), and BpfSampler turns that into the
