@@ -174,7 +174,7 @@ class ElfFile:
         self.machine = machine_name(self.e_machine)
         self._by_name: dict[str, int] | None = None
         self._gnu_hash: tuple[int, int, array[int], array[int]] | None = None
-        self._dynstr: bytes | None = None
+        self._strtabs: dict[int, bytes] = {}    # by section index, for symbol_name
 
         num_sections, num_segments, self.shstrndx = self._counts()
         rows = self._table("section header", num_sections, self.e_shoff, self.e_shentsize,
@@ -389,7 +389,6 @@ class ElfFile:
             return None
         try:
             table = self._gnu_hash_table(sec)
-            strtab = self._dynstr_of(dynsym)
         except ElfError:
             return None
         nbuckets, symoffset, buckets, chains = table
@@ -405,12 +404,10 @@ class ElfFile:
             h2 = chains[i - symoffset]
             if h2 | 1 == h | 1:
                 try:
-                    noff = self.symbol_row(dynsym, i)[0]
+                    if self.symbol_name(dynsym, i) == name:
+                        out.append(i)
                 except ElfError:
                     return None
-                end = strtab.find(b"\0", noff)
-                if strtab[noff:end if end >= 0 else len(strtab)] == name:
-                    out.append(i)
             if h2 & 1:
                 return out
             i += 1
@@ -435,10 +432,15 @@ class ElfFile:
                                        words[nbuckets:])
         return cached
 
-    def _dynstr_of(self, dynsym: Section) -> bytes:
-        if self._dynstr is None:
-            self._dynstr = self.section_data(self.linked_section(dynsym))
-        return self._dynstr
+    def symbol_name(self, sec: Section, index: int) -> bytes:
+        """The name of entry `index` of symbol table `sec` (its string table is read
+        once and kept)."""
+        strtab = self._strtabs.get(sec.sh_link)
+        if strtab is None:
+            strtab = self._strtabs[sec.sh_link] = self.section_data(self.linked_section(sec))
+        at = self.symbol_row(sec, index)[0]
+        end = strtab.find(b"\0", at)
+        return strtab[at:end if end >= 0 else len(strtab)]
 
     # -- notes --------------------------------------------------------------------
 

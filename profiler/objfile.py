@@ -26,7 +26,6 @@ from profiler.elf import (
     ElfError,
     ElfFile,
     Section,
-    c_string,
 )
 from profiler.rules import Rule
 from profiler.sframe.section import SFrameError, SFrameSection
@@ -312,8 +311,7 @@ class ObjectFile:
             try:
                 if symtab is None:
                     raise ElfError("no symbol table")
-                return c_string(elf.section_data(elf.linked_section(symtab)),
-                                elf.symbol_row(symtab, sym)[0])
+                return elf.symbol_name(symtab, sym).decode("utf-8", "replace")
             except ElfError:
                 return None     # a damaged table names nothing
         return None
