@@ -74,10 +74,10 @@ class UnwindMemo:
     times, but no two stack copies are equal byte for byte (locals, loop counters).
     So a new register set is unwound with the unwinder noting the offsets of the
     words it used (Unwinder.unwind's `reads`); the entry keeps those offsets as one
-    precompiled struct and the words found there.  A later
-    sample with the same registers reuses the chain when one unpack_from of its
-    stack gives the same words -- an exact check, not a heuristic.  A chain of
-    several frames for which no read was noted turns the memo off.
+    precompiled struct and the words found there.  A later sample with the same
+    registers reuses the chain when one unpack_from of its stack gives the same
+    words -- an exact check, not a heuristic.  A chain of several frames for which
+    no read was noted turns the memo off.
     """
 
     def __init__(self, unwinder: Unwinder) -> None:
