@@ -30,10 +30,11 @@ class StackKey:
     user: tuple[tuple[int, bool], ...]   # (pc, exact) innermost first
     reliable: bool
     reason: str
+    doubt: int = -1      # index into `user` of the first frame in doubt (UnwoundStack.doubt)
 
     def as_tuple(self) -> tuple[object, ...]:
         return (self.pid, self.tid, self.comm, self.kernel, self.user, self.reliable,
-                self.reason)
+                self.reason, self.doubt)
 
 
 @dataclass(slots=True)
@@ -64,8 +65,8 @@ class _Derived:
         self.count = 0               # samples not yet folded into the binary stats
         # equal chains (from different stack objects) share one small token, so an
         # entry's key hashes a few ints instead of the whole chain
-        self.token = tokens.setdefault((self.user, stack.reliable, stack.reason),
-                                       len(tokens))
+        self.token = tokens.setdefault((self.user, stack.reliable, stack.reason,
+                                        stack.doubt), len(tokens))
 
 
 _MAX_DERIVED = 1 << 16
@@ -80,7 +81,7 @@ class Aggregator:
         self.reasons: collections.Counter[str] = collections.Counter()
         self._binaries: dict[str, BinaryStats] = collections.defaultdict(BinaryStats)
         self._derived: dict[int, _Derived] = {}
-        self._tokens: dict[tuple[object, ...], int] = {((), True, ""): 0}
+        self._tokens: dict[tuple[object, ...], int] = {((), True, "", -1): 0}
         self.first_ns: int | None = None
         self.last_ns: int = 0
 
@@ -114,8 +115,8 @@ class Aggregator:
         t = (pid, tid, comm, kernel, d.token)
         e = self.entries.get(t)
         if e is None:
-            e = Entry(StackKey(pid, tid, comm, kernel, d.user, stack.reliable, stack.reason),
-                      space, d.objects)
+            e = Entry(StackKey(pid, tid, comm, kernel, d.user, stack.reliable, stack.reason,
+                               stack.doubt), space, d.objects)
             self.entries[t] = e
         e.count += count
 
@@ -141,14 +142,15 @@ class Aggregator:
     def merge(self, counts: dict[str, Any],
               space_of: Callable[[object], AddressSpace | None]) -> None:
         """Add what export() gave; `space_of` turns a space key back into a space."""
-        for (pid, tid, comm, kernel, user, reliable, reason), skey, objects, n in \
+        for (pid, tid, comm, kernel, user, reliable, reason, doubt), skey, objects, n in \
                 counts["entries"]:
-            token = self._tokens.setdefault((user, reliable, reason), len(self._tokens))
+            token = self._tokens.setdefault((user, reliable, reason, doubt),
+                                            len(self._tokens))
             t = (pid, tid, comm, kernel, token)
             e = self.entries.get(t)
             if e is None:
                 e = self.entries[t] = Entry(
-                    StackKey(pid, tid, comm, kernel, user, reliable, reason),
+                    StackKey(pid, tid, comm, kernel, user, reliable, reason, doubt),
                     space_of(skey), objects)
             e.count += n
         for path, (samples, reliable, methods) in counts["binaries"].items():

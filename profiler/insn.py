@@ -180,7 +180,7 @@ def _modrm_len(code: bytes, p: int) -> int:
 
 
 # Instruction kinds x86_length reports.
-X86_OTHER, X86_JUMP, X86_CALL, X86_CALL_INDIRECT, X86_CALL_RIP = range(5)
+X86_OTHER, X86_JUMP, X86_CALL, X86_CALL_INDIRECT, X86_CALL_RIP, X86_JUMP_INDIRECT = range(6)
 
 
 def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
@@ -188,7 +188,8 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
 
     kind: X86_JUMP (jmp/jcc rel8/rel32) and X86_CALL (E8 rel32) with rel their
     displacement; X86_CALL_RIP, a ``call *disp32(%rip)`` with rel its disp32;
-    X86_CALL_INDIRECT, any other ``FF /2`` or ``FF /3`` call; X86_OTHER.
+    X86_CALL_INDIRECT, any other ``FF /2`` or ``FF /3`` call; X86_JUMP_INDIRECT, an
+    ``FF /4`` or ``FF /5`` jump (through a register or memory); X86_OTHER.
     Raises IndexError past the end and ValueError on bytes that are no instruction."""
     start = p
     opsize16 = addr32 = False
@@ -258,6 +259,8 @@ def x86_length(code: bytes, p: int) -> tuple[int, int, int | None]:
                 if modrm == 0x15:
                     kind, rel = X86_CALL_RIP, int.from_bytes(code[p + 1:p + 5], "little",
                                                              signed=True)
+            elif op == 0xFF and reg in (4, 5):
+                kind = X86_JUMP_INDIRECT
             p += _modrm_len(code, p)
             if op == 0xF6 and reg < 2:
                 p += 1
@@ -296,7 +299,7 @@ class X86Function:
     that is wrong about where the function starts): nothing else is then usable.
     """
 
-    __slots__ = ("start", "offsets", "jumps", "calls", "complete")
+    __slots__ = ("start", "offsets", "jumps", "calls", "indirect_jumps", "complete")
 
     def __init__(self, start: int, code: bytes) -> None:
         self.start = start
@@ -304,6 +307,7 @@ class X86Function:
         jumps: set[int] = set()                   # direct jump targets outside it
         # Address after each call -> (kind, target or GOT slot; None if indirect).
         self.calls: dict[int, tuple[int, int | None]] = {}
+        indirect: list[int] = []                  # addresses of FF /4, FF /5 jumps
         self.complete = True
         end = start + len(code)
         p = 0
@@ -316,17 +320,35 @@ class X86Function:
                     t = start + p + rel
                     if not start <= t < end:
                         jumps.add(t)
+                elif kind == X86_JUMP_INDIRECT:
+                    indirect.append(start + p - n)
                 elif kind != X86_OTHER:
                     self.calls[start + p] = (kind, None if rel is None else start + p + rel)
         except (IndexError, ValueError):
             self.complete = False
         self.jumps: frozenset[int] = frozenset(jumps)
+        self.indirect_jumps: tuple[int, ...] = tuple(indirect)
 
     def is_boundary(self, addr: int) -> bool:
         """Whether an instruction starts at `addr`."""
         off = addr - self.start
         i = bisect.bisect_left(self.offsets, off)
         return i < len(self.offsets) and self.offsets[i] == off
+
+
+def a64_is_indirect_branch(insn: int) -> bool:
+    """BR Xn, or a pointer-authenticating BRAA/BRAB/BRAAZ/BRABZ (not RET)."""
+    return (insn & 0xFFFFFC1F == 0xD61F0000          # BR Xn
+            or insn & 0xFFFFF81F == 0xD61F081F       # BRAAZ, BRABZ
+            or insn & 0xFFFFF800 == 0xD71F0800)      # BRAA, BRAB
+
+
+def a64_indirect_branches(start: int, code: bytes) -> tuple[int, ...]:
+    """Addresses of the indirect branches (a64_is_indirect_branch) in `code`."""
+    words = len(code) // 4
+    return tuple(start + 4 * i
+                 for i, word in enumerate(struct.unpack(f"<{words}I", code[:words * 4]))
+                 if a64_is_indirect_branch(word))
 
 
 def a64_branch_targets(start: int, code: bytes) -> frozenset[int] | None:

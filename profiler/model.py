@@ -60,6 +60,11 @@ class UnwoundStack(NamedTuple):
     frames: tuple[Frame, ...]
     reliable: bool
     reason: str  # "" when reliable, else one of REASONS
+    # Index of the first frame in doubt: the walk went past a failed check (or
+    # stepped without unwind data) to find it, so it and every frame after it may
+    # be wrong.  len(frames) when every frame shown is right (a reliable chain, or
+    # one that stops early); -1 when not known (older callers).
+    doubt: int = -1
 
 
 # Stable reason codes for unreliable chains.  Never change or reuse a code.

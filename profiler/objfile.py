@@ -3,7 +3,9 @@
 profiler.elf is the container reader: it finds the segments and sections.  The
 `.sframe` section is found by name, by section type SHT_GNU_SFRAME or by the
 PT_GNU_SFRAME program header, and decoded by profiler.sframe.  `.eh_frame` /
-`.debug_frame` CFI comes from profiler.cfi and is loaded only when needed.
+`.debug_frame` CFI comes from profiler.cfi and is loaded only when needed.  In a Go
+executable the Go text is described by the runtime's own `.gopclntab`
+(profiler.golang), which is kept by stripped builds too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from profiler.sframe.section import SFrameError, SFrameSection
 
 if TYPE_CHECKING:
     from profiler.cfi import CfiTable
+    from profiler.golang.frames import GoFrames
+    from profiler.golang.pclntab import GoFunc, Pclntab
 
 
 class ObjectError(Exception):
@@ -100,6 +104,10 @@ class ObjectFile:
         self._cfi_loaded = False
         self._cfi: CfiTable | None = None
         self.cfi_error: str | None = None
+        self._go_loaded = False
+        self._go: GoFrames | None = None
+        self.go_error: str | None = None
+        self._go_specials: dict[str, GoFunc | None] = {}
         self._rule_memo: dict[int, tuple[Rule | None, str]] = {}
         self._sig_memo: dict[int, bool] = {}
         self.plt_ranges = [
@@ -112,6 +120,7 @@ class ObjectFile:
             if sec.name.startswith((".plt", ".iplt")) and sec.sh_size
         ]
         self._jumps_memo: dict[int, frozenset[int] | None] = {}
+        self._leaves_memo: dict[int, bool] = {}
         self._x86_memo: dict[int, insn.X86Function] = {}
         self._slots: list[tuple[dict[int, int], Section | None]] | None = None
         self._exports: dict[str, list[tuple[int, bool]]] | None = None
@@ -184,6 +193,19 @@ class ObjectFile:
 
     def _lookup_rule(self, vaddr: int) -> tuple[Rule | None, str]:
         from profiler.cfi import CfiError
+        go = self.go_frames
+        if go is not None and go.table.covers(vaddr):
+            # Go text: the runtime's own table (Go's .debug_frame is generated from
+            # it, and has no rows for some runtime functions).  No rule here means
+            # none is right (an SP-writing function): the CFI would not have one.
+            from profiler.golang.pclntab import GoPclnError
+            if self.go_switch_return(vaddr + 1):
+                vaddr += 1   # the planted pc is a function's entry: vaddr + 1 is its frame
+            try:
+                rule, _fn = go.rule(vaddr)
+            except GoPclnError:
+                rule = None
+            return (rule, "gopclntab") if rule is not None else (None, "")
         sf = self.sframe
         if sf is not None:
             try:
@@ -238,9 +260,26 @@ class ObjectFile:
             return rule, "sframe"
         return None, "tables-disagree"
 
-    def function_range(self, vaddr: int) -> tuple[int, int] | None:
-        """[start, end) at link time of the function (FDE) holding `vaddr`, if any."""
+    def cfi_rule(self, vaddr: int) -> Rule | None:
+        """The .eh_frame/.debug_frame row alone at link-time `vaddr` (None if there
+        is none or the CFI is corrupt): what a walk follows, in doubt, where the
+        tables disagree or the .sframe section is corrupt."""
         from profiler.cfi import CfiError
+        cfi = self.cfi
+        if cfi is None:
+            return None
+        try:
+            return cfi.find(vaddr)
+        except CfiError:
+            return None
+
+    def function_range(self, vaddr: int) -> tuple[int, int] | None:
+        """[start, end) at link time of the function (FDE, or Go function) holding
+        `vaddr`, if any."""
+        from profiler.cfi import CfiError
+        fn = self.go_function(vaddr)
+        if fn is not None:
+            return fn.entry, fn.end
         sf = self.sframe
         if sf is not None:
             fde = sf.find_fde(vaddr)
@@ -273,6 +312,44 @@ class ObjectFile:
             hit = insn.a64_branch_targets(start, self.read_code(start, end - start))
             self._jumps_memo[start] = hit
         return hit  # type: ignore[return-value]
+
+    def leaves_indirectly(self, start: int, end: int) -> bool:
+        """Whether the function at link-time [start, end) may leave through an
+        indirect jump: a tail call through a register or memory (CPython's
+        `_Py_Dealloc` is ``jmp *0x30(%rax)``), whose target no table names.
+
+        An indirect jump counts when its frame is torn down there: the unwind rule
+        at the jump is the function's entry state (x86_64: CFA = SP+8, RA at CFA-8;
+        aarch64: CFA = SP, RA in the link register), or there is no rule.  A jump
+        table inside a set-up frame does not count; nor does a function whose code
+        cannot be decoded (jump_targets is None for it, and the callers pass it)."""
+        hit = self._leaves_memo.get(start)
+        if hit is None:
+            if len(self._leaves_memo) >= MAX_DECODED:
+                self._leaves_memo.clear()
+            hit = any(self._entry_state(pc) for pc in self._indirect_jumps(start, end))
+            self._leaves_memo[start] = hit
+        return hit
+
+    def _indirect_jumps(self, start: int, end: int) -> tuple[int, ...]:
+        if self.arch == "x86_64":
+            fn = self.x86_function(start)
+            return () if fn is None else fn.indirect_jumps
+        if self.arch == "aarch64" and 0 < end - start <= insn.MAX_SCAN:
+            return insn.a64_indirect_branches(start, self.read_code(start, end - start))
+        return ()
+
+    def _entry_state(self, pc: int) -> bool:
+        rule, _method = self.lookup_rule(pc)
+        if rule is None:
+            return True
+        if rule.cfa_deref:
+            return False
+        if self.arch == "x86_64":
+            return (rule.cfa_reg == rules.X86_64_RSP and rule.cfa_off == 8
+                    and rule.ra_kind == rules.LOC_CFA_DEREF and rule.ra_off == -8)
+        return (rule.cfa_reg == rules.AARCH64_SP and rule.cfa_off == 0
+                and rule.ra_kind == rules.LOC_SAME)
 
     def x86_function(self, vaddr: int) -> insn.X86Function | None:
         """The decoded x86_64 function (FDE) holding link-time `vaddr`, if decodable."""
@@ -417,6 +494,79 @@ class ObjectFile:
             raise SFrameError(f"{self.name}: bad .sframe: section runs past the end of the "
                               "file") from None
         return SFrameSection(data, addr, self.name)
+
+    # -- Go executables ---------------------------------------------------------
+
+    @property
+    def go_frames(self) -> GoFrames | None:
+        """Unwind rules from the .gopclntab of a Go 1.18+ executable, or None (the
+        reason in `go_error` if the table is damaged)."""
+        if not self._go_loaded:
+            self._go_loaded = True
+            from profiler.golang.frames import GoFrames
+            from profiler.golang.locate import find_pclntab
+            from profiler.golang.pclntab import GoPclnError
+            try:
+                table = find_pclntab(self.elf, self.name)
+            except GoPclnError as exc:
+                self.go_error = str(exc)
+                table = None
+            if table is not None:
+                self._go = GoFrames(table, self.arch, self.read_code)
+        return self._go
+
+    @property
+    def gopclntab(self) -> Pclntab | None:
+        go = self.go_frames
+        return None if go is None else go.table
+
+    def go_function(self, vaddr: int) -> GoFunc | None:
+        """The Go function (from .gopclntab) holding link-time `vaddr`, if any."""
+        from profiler.golang.pclntab import GoPclnError
+        table = self.gopclntab
+        if table is None:
+            return None
+        try:
+            return table.lookup(vaddr)
+        except GoPclnError:
+            return None
+
+    def _go_special(self, funcid: str) -> GoFunc | None:
+        """The runtime function with that funcID ("goexit"), found once by name."""
+        if funcid in self._go_specials:
+            return self._go_specials[funcid]
+        from profiler.golang.pclntab import GoPclnError
+        found = None
+        table = self.gopclntab
+        try:
+            for name in (f"runtime.{funcid}", f"runtime.{funcid}.abi0"):
+                fn = None if table is None else table.by_name(name)
+                if fn is not None and table.funcid_name(fn.funcid) == funcid:  # type: ignore[union-attr]
+                    found = fn
+                    break
+        except GoPclnError:
+            pass
+        self._go_specials[funcid] = found
+        return found
+
+    def designed_return(self, vaddr: int) -> bool:
+        """Whether link-time `vaddr` is the return address the Go runtime gives every
+        goroutine's outermost frame without a call: runtime.goexit + PCQuantum (the
+        instruction after goexit's entry NOP).  A frame at it is goexit itself, an
+        outermost frame (look it up at `vaddr`, or `vaddr` - 1: both are in goexit)."""
+        fn = self._go_special("goexit")
+        return fn is not None and vaddr == fn.entry + self.gopclntab.quantum  # type: ignore[union-attr]
+
+    def go_switch_return(self, vaddr: int) -> bool:
+        """Whether link-time `vaddr` is the pc the runtime saves for a goroutine that
+        switched to the system stack (systemstack, asmcgocall): runtime.systemstack_switch
+        at its entry (Go 1.19-1.20 amd64) or 8 bytes in (arm64, amd64 Go 1.21+).
+        runtime.cgocallback plants it as its return address on the goroutine stack
+        when C calls back into Go, so the chain continues into the Go frames that
+        called C.  No call precedes it (or a dummy one), and the frame at it must be
+        looked up at `vaddr` itself, not `vaddr` - 1 (which can be another function)."""
+        fn = self._go_special("systemstack_switch")
+        return fn is not None and vaddr in (fn.entry, fn.entry + 8)
 
     @property
     def cfi(self) -> CfiTable | None:

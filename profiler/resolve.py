@@ -5,7 +5,8 @@ symbol is looked up at the link-time address (minus one for return addresses, so
 call that ends a function is charged to the caller); the Location keeps the pc as
 captured.  Frames without a symbol keep module and offset.  Kernel pcs use
 /proc/kallsyms, JIT code /tmp/perf-PID.map.  An unreliable chain ends with a synthetic
-frame naming its reason.
+frame naming its reason, placed where the doubt begins: the frames past it, toward
+the root, were found by going past a failed check or without unwind data.
 """
 
 from __future__ import annotations
@@ -125,11 +126,13 @@ class Resolver:
     def stack_sample(self, e: Entry, period_ns: int) -> StackSample:
         k = e.key
         locs = [self.kernel_location(a) for a in k.kernel]
-        locs += [self.user_location(e, pc, exact) for pc, exact in k.user]
+        user = [self.user_location(e, pc, exact) for pc, exact in k.user]
+        doubt = len(user) if k.reliable or not 0 <= k.doubt <= len(user) else k.doubt
         if not k.reliable:
-            locs.append(Location(0, None, f"[unreliable: {k.reason}]", synthetic=True))
-        return StackSample(tuple(locs), k.pid, k.tid, k.comm, k.reliable, k.reason, e.count,
-                           e.count * period_ns)
+            # where the doubt begins: the frames past it (toward the root) may be wrong
+            user.insert(doubt, Location(0, None, f"[unreliable: {k.reason}]", synthetic=True))
+        return StackSample(tuple(locs + user), k.pid, k.tid, k.comm, k.reliable, k.reason,
+                           e.count, e.count * period_ns)
 
     def profile(self, agg: Aggregator, *, period_ns: int, start_ns: int, duration_ns: int,
                 process_names: dict[int, str] | None = None) -> ProfileData:

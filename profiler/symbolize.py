@@ -59,6 +59,7 @@ from profiler.elf import (
     ElfFile,
     c_string,
 )
+from profiler.golang.pclntab import Pclntab
 from profiler.objfile import ObjectFile
 
 __all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
@@ -264,6 +265,7 @@ class ElfSymbols:
         self._starts = array("Q")
         self._sizes = array("Q")        # effective sizes (zero-size symbols extended)
         self._names: list[str] = []
+        self._go: Pclntab | None = None
         self._build(candidates)
 
     # -- building --
@@ -326,7 +328,12 @@ class ElfSymbols:
                 if mini is not None and _collect(mini, (".symtab",), cands, errors,
                                                  ".gnu_debugdata: "):
                     sources.append(".gnu_debugdata")
-        return cls(obj.name, build_id, cands, sources, debug_file, errors)
+        go = _go_functions(obj, ".symtab" not in sources, cands, errors)
+        if go is not None:
+            sources.append(".gopclntab")
+        table = cls(obj.name, build_id, cands, sources, debug_file, errors)
+        table._go = obj.gopclntab
+        return table
 
     # -- queries --
 
@@ -351,9 +358,44 @@ class ElfSymbols:
             return None
         return self._names[i], self._starts[i], self._sizes[i]
 
+    def source_line(self, vaddr: int) -> tuple[str, int] | None:
+        """(file, line) of a link-time address in Go code, from .gopclntab (Go
+        binaries keep it when stripped), or None."""
+        from profiler.golang.pclntab import GoPclnError
+        if self._go is None:
+            return None
+        try:
+            fn = self._go.lookup(vaddr)
+            return None if fn is None else self._go.file_line(fn, vaddr)
+        except GoPclnError:
+            return None
+
     def symbols(self) -> list[tuple[int, int, str]]:
         """(start, effective size, mangled name) of every function, sorted by start."""
         return list(zip(self._starts, self._sizes, self._names, strict=True))
+
+
+def _go_functions(obj: ObjectFile, stripped: bool, out: list[_Candidate],
+                  errors: list[str]) -> Pclntab | None:
+    """Append the functions of a Go executable's .gopclntab when its own .symtab is
+    gone (``-ldflags=-s``): the runtime's table keeps every Go function's full
+    package-qualified name and exact [entry, end).  With a .symtab that is used
+    instead: it names the same functions (generics with their type arguments, which
+    .gopclntab shortens to "[...]") and the C code of cgo programs as well."""
+    from profiler.golang.pclntab import GoPclnError
+    table = obj.gopclntab
+    if obj.go_error:
+        errors.append(obj.go_error)
+    if table is None or not stripped:
+        return None
+    try:
+        funcs = table.functions()
+    except GoPclnError as exc:
+        errors.append(str(exc))
+        return None
+    out.extend(_Candidate(fn.entry, fn.end - fn.entry, fn.name, (0, 0, 0, 0, len(fn.name)),
+                          fn.end) for fn in funcs)
+    return table
 
 
 def _open_elf_candidate(path: str) -> BinaryIO | None:

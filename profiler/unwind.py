@@ -29,16 +29,24 @@ MAX_FRAMES = 512
 MEMO_LIMIT = 1 << 17
 
 # Step kinds cached per (pc, exact, topmost): (kind, rule, method or reason, path, fast)
-_K_RULE, _K_SIGNAL, _K_STOP, _K_FALLBACK = range(4)
+_K_RULE, _K_SIGNAL, _K_STOP, _K_FALLBACK, _K_DOUBT = range(5)
 _Step = tuple[int, "R.Rule | None", str, str, "tuple[bool, int, int, int | None] | None"]
 # The end of a chain walked from some state: (address of the first stack word it
 # used, struct reading the words it used from there, those words, the FP value it
 # needs or None, the chain, index in it where this end starts, the chain's reason,
-# the words' offsets from the first).
+# the words' offsets from the first, the chain's first frame in doubt).
 _Suffix = tuple[int, struct.Struct, tuple[int, ...], "int | None", "tuple[Frame, ...]", int,
-                str, tuple[int, ...]]
+                str, tuple[int, ...], int]
 
 _U64 = struct.Struct("<Q")
+
+# Failed checks that a walk goes past (the step itself was computed from the data):
+# the chain is unreliable from the caller on, but keeps its shape.
+_DOUBTED = frozenset({"ra-not-after-call", "call-mismatch"})
+# Steps the unwind data could not give, where frame pointers are tried next.
+_FP_AFTER = frozenset({"cfa-not-increasing", "cfa-misaligned", "ra-above-cfa",
+                       "register-rule", "unsupported-rule", "ra-in-lr", "bad-sframe",
+                       "bad-cfi"})
 
 # In a walk's `reads`: the FP value was used without a stack word standing for it
 # (it is the sample's register, or a word already noted): whoever reuses the walk
@@ -133,9 +141,18 @@ class AddressSpace:
             return "ra-not-executable"
         if m.path == "[uprobes]":
             return "trampoline"
-        if not self.follows_call(m, ra):
+        if not self.follows_call(m, ra) and not self.planted(m, ra):
             return "ra-not-after-call"
         return ""
+
+    def planted(self, m: Mapping, ra: int) -> bool:
+        """Whether `ra` is a return address a language runtime plants by design, with
+        no call before it: Go's runtime.goexit + PCQuantum under every goroutine,
+        and runtime.systemstack_switch, where cgocallback resumes the Go frames that
+        called into C (profiler.golang)."""
+        obj, bias = self.object_for(m)
+        return obj is not None and (obj.designed_return(ra - bias)
+                                    or obj.go_switch_return(ra - bias))
 
     def follows_call(self, m: Mapping, ra: int) -> bool:
         """Whether the code just before `ra` is a call instruction.
@@ -203,6 +220,9 @@ class AddressSpace:
         cobj, cbias = self.object_for(cm)
         if robj is None or cobj is None or is_sigreturn_at(robj.arch, ra, self.read_code):
             return True
+        if self.planted(rm, ra) or cobj.go_switch_return(child - cbias) \
+                or cobj.go_switch_return(child + 1 - cbias):
+            return True     # no call made this edge: Go's scheduler did
         crange = cobj.function_range(child - cbias)
         if crange is None:
             return True
@@ -229,6 +249,21 @@ class AddressSpace:
         if i >= 0 and addr < self.maps[i].end:
             return self.maps[i]
         return None
+
+    def objects_defining_first(self, obj: ObjectFile, bias: int
+                               ) -> list[tuple[ObjectFile | None, int]]:
+        """`obj` (at `bias`), then the object of every other executable file
+        mapping, each once (None for one that cannot be opened): where a dynamic
+        symbol may be defined."""
+        out: list[tuple[ObjectFile | None, int]] = [(obj, bias)]
+        seen = {id(obj)}
+        for m in self.maps:
+            if m.executable and m.path.startswith("/"):
+                other, obias = self.object_for(m)
+                if id(other) not in seen:
+                    seen.add(id(other))
+                    out.append((other, obias))
+        return out
 
     def opened(self) -> list[ObjectFile]:
         """The objects object_for() has opened so far."""
@@ -272,16 +307,32 @@ class AddressSpace:
         return obj.read_code(addr - bias, size) if obj is not None else b""
 
 
+# How far the call-edge check follows tail calls from a call's target (functions
+# that jump on to other functions), and how many functions it looks at in all;
+# beyond either it cannot judge the edge, and passes it.
+TAIL_DEPTH = 4
+TAIL_BUDGET = 64
+
+
 class _Callee:
-    """The function of the frame below a call edge: [lo, hi) in object `obj`."""
+    """The function of the frame below a call edge: [lo, hi) in object `obj`.
+
+    The question is whether the call's target can reach it: by being it, or by
+    jumping on to it (a tail call, a jump into a .cold part, a PLT stub, a symbol
+    defined in another object), directly or through a few such hops.  Only what
+    the code shows is held against an edge: an indirect jump out of a torn-down
+    frame (ObjectFile.leaves_indirectly), code that cannot be decoded, an unknown
+    symbol or a search past its bounds all pass.
+    """
 
     def __init__(self, space: AddressSpace, obj: ObjectFile, bias: int, lo: int,
                  hi: int) -> None:
         self.space, self.obj, self.bias, self.lo, self.hi = space, obj, bias, lo, hi
+        self.seen: set[tuple[int, int]] = set()
 
-    def reached_from(self, target: int) -> bool:
-        """Whether code at runtime address `target` (a call's target) is this function,
-        a PLT stub leading to it, or a function that jumps into it."""
+    def reached_from(self, target: int, depth: int = TAIL_DEPTH) -> bool:
+        """Whether code at runtime address `target` (a call's or jump's target) is
+        this function, a PLT stub leading to it, or a function that jumps into it."""
         if self.lo <= target < self.hi:
             return True
         space = self.space
@@ -292,19 +343,22 @@ class _Callee:
         if tobj is None:
             return True
         if tobj.in_stubs(target - tbias):
-            return self.via_stub(tobj, tbias, target)
+            return self.via_stub(tobj, tbias, target, depth)
         trange = tobj.function_range(target - tbias)
-        jumps = None if trange is None else tobj.jump_targets(*trange)
-        if jumps is None:
+        if trange is None:
             return True
-        for t in jumps:
-            if self.lo <= t + tbias < self.hi:
-                return True
-            if tobj.in_stubs(t) and self.via_stub(tobj, tbias, t + tbias):
-                return True    # a tail call through a PLT stub
-        return False
+        key = (id(tobj), trange[0])
+        if key in self.seen:
+            return False       # already looked at (a cycle of tail calls, a join)
+        self.seen.add(key)
+        jumps = tobj.jump_targets(*trange)
+        if jumps is None or tobj.leaves_indirectly(*trange):
+            return True
+        if jumps and (depth <= 0 or len(self.seen) >= TAIL_BUDGET):
+            return True
+        return any(self.reached_from(t + tbias, depth - 1) for t in jumps)
 
-    def via_stub(self, sobj: ObjectFile, sbias: int, stub: int) -> bool:
+    def via_stub(self, sobj: ObjectFile, sbias: int, stub: int, depth: int) -> bool:
         """Whether PLT stub `stub` (runtime, in `sobj`) can lead to this function.
 
         Before lazy binding resolves it, a stub leads to PLT0 and the dynamic
@@ -314,29 +368,30 @@ class _Callee:
         if self.obj.is_dynamic_linker:
             return True
         slot = insn.stub_slot(sobj.arch, stub - sbias, sobj.read_code(stub - sbias, 16))
-        return slot is None or self.via_slot(sobj, slot)
+        return slot is None or self.via_slot(sobj, slot, depth)
 
-    def via_slot(self, sobj: ObjectFile, slot: int) -> bool:
+    def via_slot(self, sobj: ObjectFile, slot: int, depth: int = TAIL_DEPTH) -> bool:
         """Whether the symbol GOT slot `slot` (link time, in `sobj`) is relocated to
-        can be this function or jump into it.  Slots without a symbol and ifuncs can;
-        a symbol this function's object does not define cannot (unless the object
-        that does define it tail-calls into this one, which is not followed)."""
+        can be this function or reach it.  Slots without a symbol and ifuncs can.
+        The symbol's definitions are looked for in this function's object, then in
+        every other mapped object; a symbol that no openable object defines can be
+        anything, unless every mapped object was opened."""
         name = sobj.slot_symbol(slot)
         if not name:
             return True
-        obj, bias = self.obj, self.bias
-        defs = obj.exports(name)
-        if any(ifunc for _, ifunc in defs):
-            return True
-        for value, _ in defs:
-            if self.lo <= value + bias < self.hi:
+        found = False
+        for obj, bias in self.space.objects_defining_first(self.obj, self.bias):
+            if obj is None:
+                found = True    # an object we cannot read may define it
+                continue
+            defs = obj.exports(name)
+            if any(ifunc for _, ifunc in defs):
                 return True
-            frange = obj.function_range(value)
-            jumps = None if frange is None else obj.jump_targets(*frange)
-            if jumps is None or any(self.lo <= t + bias < self.hi or obj.in_stubs(t)
-                                    for t in jumps):
-                return True
-        return False
+            for value, _ in defs:
+                found = True
+                if self.reached_from(value + bias, depth):
+                    return True
+        return not found
 
 
 class Unwinder:
@@ -441,10 +496,22 @@ class _Walk:
         self.frames.append(Frame(self.pc, cfa, method, obj, self.exact))
         return self.verdict(reason)
 
-    def verdict(self, reason: str) -> UnwoundStack:
-        """The chain so far; the first reason met (e.g. an FP fallback) wins."""
-        reason = self.first_reason or reason
-        return UnwoundStack(tuple(self.frames), not reason, reason)
+    def verdict(self, reason: str, doubt: int = -1) -> UnwoundStack:
+        """The chain so far; the first reason met (e.g. an FP fallback) wins, and
+        with it the index of the first frame in doubt.  Without one, the doubt
+        begins past the last frame (`doubt`, from a reused chain end, says else)."""
+        if self.first_reason:
+            reason, doubt = self.first_reason, self.doubt_at
+        elif doubt < 0:
+            doubt = len(self.frames)
+        return UnwoundStack(tuple(self.frames), not reason, reason, doubt)
+
+    def doubt(self, reason: str, at: int) -> None:
+        """A step was taken against a failed check (or without unwind data): the
+        chain goes on, unreliable from frame `at` on, for its first such reason."""
+        if not self.first_reason:
+            self.first_reason = reason
+            self.doubt_at = at
 
     def run(self) -> UnwoundStack:
         result = self.walk()
@@ -546,6 +613,14 @@ class _Walk:
                 continue
             if kind == _K_STOP:
                 return self.end(path, method)
+            if kind == _K_DOUBT:
+                self.note_fp()
+                self.doubt(method, len(frames) + 1)
+                if not self.rule_step(rule, "eh_frame", path):  # type: ignore[arg-type]
+                    return self._last
+                if self.done:
+                    return self.verdict("")
+                continue
             # no usable unwind data here (or frame-record mode on arm64)
             self.note_fp()
             if self.fp_step(path, method if kind == _K_FALLBACK else "no-unwind-info"):
@@ -571,8 +646,13 @@ class _Walk:
         lt = (pc if self.exact else pc - 1) - bias
         rule, method = obj.lookup_rule(lt)
         if rule is None:
-            if method:  # "bad-sframe" or "bad-cfi"
-                return (_K_STOP, None, method, m.path, None)
+            if method == "bad-cfi":
+                return (_K_FALLBACK, None, method, m.path, None)
+            if method:  # "bad-sframe" or "tables-disagree": .eh_frame's row, in doubt
+                other = obj.cfi_rule(lt)
+                if other is None:
+                    return (_K_FALLBACK, None, method, m.path, None)
+                return (_K_DOUBT, other, method, m.path, None)
             if self.a64 and self.topmost:
                 rule, method = obj.a64_plt_rule(lt), "plt"
         if rule is None:
@@ -598,10 +678,19 @@ class _Walk:
     _last: UnwoundStack
     done = False
     first_reason = ""
+    doubt_at = -1
 
     def stop(self, obj: str, reason: str, cfa: int | None = None, method: str = "") -> bool:
         self._last = self.end(obj, reason, cfa, method)
         return False
+
+    def give_up(self, obj: str, reason: str, cfa: int | None = None, method: str = "") -> bool:
+        """The unwind data gave no usable step here: try frame pointers where they
+        may still give a caller (not past a truncated copy), else stop."""
+        if reason in _FP_AFTER and not self.fp_only:
+            self.note_fp()
+            return self.fp_step(obj, reason)
+        return self.stop(obj, reason, cfa, method)
 
     def note_fp(self) -> None:
         """The current FP value is used: note the stack word it came from, or
@@ -621,7 +710,7 @@ class _Walk:
         entries = self.space.suffixes.get((pc, self.sp, self.end_addr, self.ra_mask))
         if not entries:
             return None
-        for first, check, words, fp_req, chain, start, reason, offsets in entries:
+        for first, check, words, fp_req, chain, start, reason, offsets, doubt in entries:
             if fp_req is not None and fp_req != self.fp:
                 continue
             at = first - self.base
@@ -629,12 +718,13 @@ class _Walk:
                 continue
             if len(self.frames) + len(chain) - start > self.u.max_frames:
                 continue
+            doubt += len(self.frames) - start
             self.frames.extend(chain[start:])
             if self.reads is not None:
                 if fp_req is not None:
                     self.note_fp()
                 self.reads.extend(at + off for off in offsets)
-            return self.verdict(reason)
+            return self.verdict(reason, doubt)
         return None
 
     def record(self, result: UnwoundStack) -> None:
@@ -661,7 +751,7 @@ class _Walk:
                     suffixes.clear()
                 entries = suffixes[key] = []
             entries.append((first, check, check.unpack_from(self.stack, first - base),
-                            fp_req, chain, start, result.reason, offsets))
+                            fp_req, chain, start, result.reason, offsets, result.doubt))
 
     def reg_value(self, reg: int) -> int | None:
         if reg == self.sp_reg:
@@ -689,20 +779,20 @@ class _Walk:
             # above it means this "CFA" is not the caller's SP (glibc's aarch64 lazy
             # binding trampoline describes the PLT0 push that way): stepping would
             # give the caller a wrong SP, so stop.
-            return self.stop(obj, "ra-above-cfa")
+            return self.give_up(obj, "ra-above-cfa")
         cfa = self._cfa(rule)
         if isinstance(cfa, str):
-            return self.stop(obj, cfa)
+            return self.give_up(obj, cfa)
         if cfa < self.sp or (cfa == self.sp and not self.topmost):
-            return self.stop(obj, "cfa-not-increasing")
+            return self.give_up(obj, "cfa-not-increasing")
         if cfa % self.align:
-            return self.stop(obj, "cfa-misaligned")
+            return self.give_up(obj, "cfa-misaligned")
         ra = self._loc(rule.ra_kind, rule.ra_reg, rule.ra_off, cfa, self.ra_reg)
         if isinstance(ra, str):
-            return self.stop(obj, ra, cfa, method)
+            return self.give_up(obj, ra, cfa, method)
         fp = self._loc(rule.fp_kind, rule.fp_reg, rule.fp_off, cfa, self.fp_reg)
         if isinstance(fp, str):
-            return self.stop(obj, fp, cfa, method)
+            return self.give_up(obj, fp, cfa, method)
         return self.advance(ra, cfa, fp, method, obj)
 
     def _cfa(self, rule: R.Rule) -> int | str:
@@ -755,7 +845,11 @@ class _Walk:
         elif not status and method != "fp" and not self.space.call_ok(
                 self.pc if self.exact else self.pc - 1, ra):
             status = "call-mismatch"
-        if status:
+        if status in _DOUBTED and method != "fp":
+            # The data gives a caller that a check refuses: follow it anyway, so the
+            # chain keeps its shape, and mark where the doubt begins.
+            self.doubt(status, len(self.frames))
+        elif status:
             self._last = self.verdict(status)
             return False
         self.pc, self.sp, self.fp = ra, cfa, fp
@@ -765,9 +859,8 @@ class _Walk:
         return True
 
     def fp_step(self, obj: str, reason: str) -> bool:
-        """Frame-pointer fallback; the chain is unreliable from here on."""
-        if not self.first_reason:
-            self.first_reason = reason
+        """Frame-pointer fallback; the chain is unreliable from the caller on."""
+        self.doubt(reason, len(self.frames) + 1)
         fp = self.fp
         if fp < self.sp or fp % 8:
             return self.stop(obj, reason)
@@ -824,8 +917,7 @@ class _Walk:
             code_obj, bias = self.space.object_for(m)
             fn = code_obj.x86_function(new_pc - bias) if code_obj is not None else None
             if fn is not None and not fn.is_boundary(new_pc - bias):
-                self._last = self.verdict("bad-signal-pc")
-                return False
+                self.doubt("bad-signal-pc", len(self.frames))
         regs[self.sp_reg] = new_sp
         self.pc, self.sp, self.fp = new_pc, new_sp, regs[self.fp_reg]
         self.fp_src = src.pop(self.fp_reg)

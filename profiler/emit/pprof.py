@@ -10,7 +10,9 @@ Shape of the output (docs/peers section 10):
 * ``sample_type = [samples/count, cpu/nanoseconds]``, ``period_type = cpu/nanoseconds``,
   ``period``, ``time_nanos`` and ``duration_nanos`` from the ProfileData;
 * per sample, labels ``pid`` and ``tid`` (numbers), ``thread``, ``process`` (when known),
-  ``unwind`` = ``reliable``/``unreliable`` and, for unreliable stacks, ``unwind_reason``;
+  ``unwind`` = ``reliable``/``unreliable`` and, for unreliable stacks, ``unwind_reason``
+  and ``unwind_doubt_frame`` (how many user frames, from the leaf, come before the
+  synthetic ``[unreliable: REASON]`` frame, which stands where the doubt begins);
 * locations keep runtime addresses inside their mapping; mappings carry the build ID and
   file offset, and ``has_functions`` is set only when every location of the mapping
   has a function name, so pprof symbolizes the rest itself;
@@ -32,7 +34,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from profiler.emit import KERNEL_MAPPING
-from profiler.model import Location, MappingInfo, ProfileData
+from profiler.model import Location, MappingInfo, ProfileData, StackSample
 from profiler.proto import profile_pb2
 
 # (start, limit, offset, path, build_id): one pprof Mapping.  MappingInfo.has_functions
@@ -126,6 +128,7 @@ class _Builder:
             self._str_label(sample, "unwind", "reliable" if stack.reliable else "unreliable")
             if not stack.reliable:
                 self._str_label(sample, "unwind_reason", stack.reason or "unknown")
+                self._num_label(sample, "unwind_doubt_frame", _doubt_frame(stack))
         return p
 
     def _num_label(self, sample: profile_pb2.Sample, key: str, value: int) -> None:
@@ -254,6 +257,16 @@ _SHARED_OBJECT = re.compile(r"\.so(\.[\d.]+)?$")
 def _may_be_executable(path: str) -> bool:
     """False for pseudo objects ("[vdso]") and files named like shared objects."""
     return bool(path) and not path.startswith("[") and not _SHARED_OBJECT.search(path)
+
+
+def _doubt_frame(stack: StackSample) -> int:
+    """How many user frames come before the synthetic `[unreliable: ...]` one."""
+    n = 0
+    for loc in stack.locations:
+        if loc.synthetic:
+            break
+        n += not loc.is_kernel
+    return n
 
 
 def _mapping_key(info: MappingInfo) -> _MappingKey:

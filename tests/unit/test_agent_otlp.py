@@ -93,7 +93,8 @@ def test_request_shape() -> None:
     assert attrs(p["samples"][1]) == {"thread.id": 7, "thread.name": "app",
                                       "process.executable.name": "app",
                                       "unwind": "unreliable",
-                                      "unwind_reason": "stack-truncated"}
+                                      "unwind_reason": "stack-truncated",
+                                      "unwind_doubt_frame": 2}
     exe = next(m for m in d["mapping_table"] if m["memory_start"] == 0x400000)
     assert strings[exe["filename_strindex"]] == "/usr/bin/app"
     (bid,) = exe["attribute_indices"]

@@ -226,6 +226,8 @@ def test_samples_values_and_labels() -> None:
             expect["process"] = want.process_name
         if not want.reliable:
             expect["unwind_reason"] = want.reason
+            expect["unwind_doubt_frame"] = sum(1 for loc in want.locations
+                                               if not loc.is_kernel and not loc.synthetic)
         assert labels == expect
         assert len(got.label) == len(expect)
         # Leaf first: the first location is the sampled pc (kernel first if any).
@@ -371,7 +373,7 @@ def test_read_back_with_own_reader(tmp_path: Path) -> None:
                                      "[unreliable: stack-truncated]")
     assert blob.labels == {"pid": 4100, "tid": 4103, "thread": "app-worker",
                            "process": "app", "unwind": "unreliable",
-                           "unwind_reason": "stack-truncated"}
+                           "unwind_reason": "stack-truncated", "unwind_doubt_frame": 3}
     # The two compute samples of different threads are one stack.
     compute = ("clone3", "start_thread", "worker_main", "crunch")
     assert prof.stacks()[compute] == 9

@@ -1,0 +1,129 @@
+"""Unwind rules for Go code from the runtime's own table (.gopclntab).
+
+The Go compiler does not describe its frames in .eh_frame; the runtime unwinds with
+the pcsp table: at each pc, the bytes the function has pushed or reserved below the
+stack pointer it was entered with.  From it:
+
+* amd64: CFA = SP + pcsp + 8, the return address at CFA-8.  The caller's BP is saved
+  at CFA-16 once the prologue stored it: Go 1.19-1.20 open the frame with
+  ``SUBQ $n, SP; MOVQ BP, n-8(SP)`` (saved from the end of the MOVQ), later releases
+  with ``PUSHQ BP; MOVQ SP, BP; SUBQ`` (saved from the end of the PUSHQ); the
+  epilogues restore BP before or while they drop the frame, where pcsp reaches 0.
+  A function whose first SP change is neither keeps the caller's BP (LOC_SAME).
+* arm64: with pcsp == 0 the return address is still in LR (frame 0 only); with
+  pcsp > 0 the prologue has stored LR at the new SP, CFA - pcsp, in the same
+  instruction that moved SP.  Go saves the caller's frame pointer at SP-8, below its
+  own frame, which a stack copy starting at the sampled SP does not hold for frame 0
+  or for the caller of a frameless leaf, so FP is passed on unchanged (LOC_SAME):
+  Go code never needs it, and a later frame basing its CFA on that value fails the
+  unwinder's FP >= SP check instead of giving a wrong chain.
+* TOPFRAME functions that start a stack (runtime.goexit, runtime.mstart,
+  runtime.rt0_go) are outermost frames (RA undefined).  runtime.sigtramp is also
+  marked TOPFRAME, because Go's traceback does not cross signal frames; here it gets
+  its pcsp rule so the unwinder reaches the signal restorer and the signal frame.
+* SPWRITE functions (systemstack, mcall, morestack, gogo, asmcgocall, ...) write SP
+  in ways pcsp does not describe, usually switching between a goroutine stack and
+  the system stack: they get no rule, so a chain through them is not reliable;
+  only their entry pc (frame 0 stopped there, before any SP write) keeps its rule.
+  runtime.cgocallback is the exception the runtime also makes: it arranges that its
+  frame is valid for unwinding on both stacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from profiler import rules as R
+from profiler.golang.pclntab import FLAG_SPWRITE, FLAG_TOPFRAME, GoFunc, Pclntab
+from profiler.rules import Rule
+
+OUTERMOST = frozenset({"goexit", "mstart", "rt0_go"})
+MAX_FUNCS_KEPT = 4096
+
+_X86_SUB_SP8 = b"\x48\x83\xec"          # SUBQ $imm8, SP
+_X86_SUB_SP32 = b"\x48\x81\xec"         # SUBQ $imm32, SP
+_X86_MOV_BP8 = b"\x48\x89\x6c\x24"      # MOVQ BP, disp8(SP)
+_X86_MOV_BP32 = b"\x48\x89\xac\x24"     # MOVQ BP, disp32(SP)
+
+
+class GoFrames:
+    """Rules for the Go text of one object; `read` reads its code at link time."""
+
+    def __init__(self, table: Pclntab, arch: str, read: Callable[[int, int], bytes]) -> None:
+        self.table = table
+        self.arch = arch
+        self._read = read
+        # entry -> (function, pcsp rows, pc from which BP is saved or None)
+        self._funcs: dict[int, tuple[GoFunc, list[tuple[int, int, int]], int | None]] = {}
+
+    def _info(self, fn: GoFunc) -> tuple[GoFunc, list[tuple[int, int, int]], int | None]:
+        hit = self._funcs.get(fn.entry)
+        if hit is None:
+            if len(self._funcs) >= MAX_FUNCS_KEPT:
+                self._funcs.clear()
+            rows = self.table.pcsp_rows(fn)
+            saved = self._bp_saved_from(rows) if self.arch == "x86_64" else None
+            hit = (fn, rows, saved)
+            self._funcs[fn.entry] = hit
+        return hit
+
+    def _bp_saved_from(self, rows: list[tuple[int, int, int]]) -> int | None:
+        """The pc from which an amd64 Go function has saved the caller's BP at
+        CFA-16, or None when its prologue does not save it."""
+        first = next((r for r in rows if r[2] > 0), None)
+        if first is None:
+            return None
+        read = self._read
+        for back in (1, 4, 7):    # the instruction that ended where pcsp became > 0
+            code = read(first[0] - back, back + 8)
+            if len(code) < back + 8:
+                continue
+            if back == 1 and code[0] == 0x55 and first[2] == 8:      # PUSHQ BP
+                return first[0]
+            if back == 4 and code[:3] == _X86_SUB_SP8:
+                n = code[3]
+            elif back == 7 and code[:3] == _X86_SUB_SP32:
+                n = int.from_bytes(code[3:7], "little")
+            else:
+                continue
+            if n != first[2]:
+                continue
+            rest = code[back:]
+            if rest[:4] == _X86_MOV_BP8 and rest[4] == n - 8:
+                return first[0] + 5
+            if rest[:4] == _X86_MOV_BP32 and int.from_bytes(rest[4:8], "little") == n - 8:
+                return first[0] + 8
+            return None
+        return None
+
+    def rule(self, vaddr: int) -> tuple[Rule | None, GoFunc | None]:
+        """(rule, function) for link-time `vaddr` in the Go text; rule None where
+        the table cannot give one (SPWRITE functions, a pc without a pcsp value).
+        Raises GoPclnError on a damaged table."""
+        fn = self.table.lookup(vaddr)
+        if fn is None:
+            return None, None
+        fn, rows, bp_from = self._info(fn)
+        sp = next((v for lo, hi, v in rows if lo <= vaddr < hi), None)
+        if sp is None or sp < 0:
+            return None, fn
+        if fn.flags & FLAG_TOPFRAME and self.table.funcid_name(fn.funcid) in OUTERMOST:
+            if self.arch == "x86_64":
+                return Rule(R.X86_64_RSP, sp + 8, False, R.LOC_UNDEFINED, 0, 0,
+                            R.LOC_SAME, 0, 0), fn
+            return Rule(R.AARCH64_SP, sp, False, R.LOC_UNDEFINED, 0, 0,
+                        R.LOC_SAME, 0, 0), fn
+        if fn.flags & FLAG_SPWRITE and vaddr != fn.entry and \
+                self.table.funcid_name(fn.funcid) != "cgocallback":
+            return None, fn
+        if self.arch == "x86_64":
+            if bp_from is not None and sp >= 8 and vaddr >= bp_from:
+                return Rule(R.X86_64_RSP, sp + 8, False, R.LOC_CFA_DEREF, 0, -8,
+                            R.LOC_CFA_DEREF, 0, -16), fn
+            return Rule(R.X86_64_RSP, sp + 8, False, R.LOC_CFA_DEREF, 0, -8,
+                        R.LOC_SAME, 0, 0), fn
+        if sp == 0:
+            return Rule(R.AARCH64_SP, 0, False, R.LOC_SAME, R.AARCH64_LR, 0,
+                        R.LOC_SAME, 0, 0), fn
+        return Rule(R.AARCH64_SP, sp, False, R.LOC_CFA_DEREF, 0, -sp,
+                    R.LOC_SAME, 0, 0), fn

@@ -1,0 +1,3 @@
+module example.invalid/cgo
+
+go 1.18

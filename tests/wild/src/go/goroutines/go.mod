@@ -1,0 +1,3 @@
+module example.invalid/goroutines
+
+go 1.18
