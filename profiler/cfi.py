@@ -61,8 +61,9 @@ import struct
 import sys
 from array import array
 from bisect import bisect_right
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 
+from profiler import cfa_expr
 from profiler.elf import ET_REL, SHT_NOBITS, ElfError, ElfFile, Section
 from profiler.rules import (
     LOC_CFA_DEREF,
@@ -70,6 +71,7 @@ from profiler.rules import (
     LOC_REG_DEREF,
     LOC_SAME,
     LOC_UNDEFINED,
+    X86_64_RIP,
     Rule,
 )
 
@@ -244,7 +246,7 @@ class _Fde:
     end: int
     instr_start: int
     instr_end: int
-    rows: tuple[list[int], list[Rule | None]] | None  # memoized (locs, rules)
+    rows: tuple[list[int], list[Rule | PcRule | None]] | None  # memoized (locs, rules)
 
     def __init__(self) -> None:
         self.rows = None
@@ -280,7 +282,7 @@ class _Section:
         self.ends: list[int] | None = None
         self.index_kind = "none"
         self._index_error: str | None = None
-        self.rule_cache: dict[tuple[bool, int, _Key], Rule | None] = {}
+        self.rule_cache: dict[tuple[bool, int, _Key], Rule | PcRule | None] = {}
 
     # -- low-level readers --------------------------------------------------
     def _fixed(self, st: struct.Struct, pos: int, end: int) -> tuple[int, int]:
@@ -632,7 +634,7 @@ class _Section:
             cie.initial = st
         return cie.initial
 
-    def rows(self, fde: _Fde) -> tuple[list[int], list[Rule | None]]:
+    def rows(self, fde: _Fde) -> tuple[list[int], list[Rule | PcRule | None]]:
         if fde.rows is None:
             try:
                 fde.rows = self._decode_rows(fde)
@@ -641,7 +643,7 @@ class _Section:
                 raise _Bad(msg) from None
         return fde.rows
 
-    def _decode_rows(self, fde: _Fde) -> tuple[list[int], list[Rule | None]]:
+    def _decode_rows(self, fde: _Fde) -> tuple[list[int], list[Rule | PcRule | None]]:
         cie = fde.cie
         init = self.cie_initial(cie)
         st = init.copy()
@@ -653,7 +655,7 @@ class _Section:
         states.append(st.key())
         # Drop rows superseded by a later row at the same location.
         out_locs: list[int] = []
-        out_rules: list[Rule | None] = []
+        out_rules: list[Rule | PcRule | None] = []
         for loc, key in zip(locs, states):
             rule = self._rule(cie, key)
             if out_locs and out_locs[-1] == loc:
@@ -835,7 +837,7 @@ class _Section:
                 return
 
     # -- state -> Rule ----------------------------------------------------------
-    def _rule(self, cie: _Cie, key: _Key) -> Rule | None:
+    def _rule(self, cie: _Cie, key: _Key) -> Rule | PcRule | None:
         ck = (cie.signal, cie.ra_reg, key)
         try:
             return self.rule_cache[ck]
@@ -848,30 +850,54 @@ class _Section:
             # "ret x15"): an unchanged return column means the RA is in that
             # register, not in the link register.
             ra_same = (LOC_REG, cie.ra_reg, 0)
-        rule = _make_rule(key, cie.signal, ra_same)
+        # x86_64's rip is DWARF register 16; aarch64 CFA expressions have no pc.
+        rule = _make_rule(key, cie.signal, ra_same, -1 if self.table.aarch64 else X86_64_RIP)
         self.rule_cache[ck] = rule
         return rule
 
 
-def _make_rule(key: _Key, signal: bool, ra_same: _Loc) -> Rule | None:
+class PcRule(NamedTuple):
+    """A row whose CFA expression reads the pc (the x86_64 .plt's): `at(pc)` is
+    its Rule at one pc (profiler.cfa_expr)."""
+
+    key: _Key
+    signal: bool
+    ra_same: _Loc
+    pc_reg: int
+
+    def at(self, pc: int) -> Rule | None:
+        rule = _make_rule(self.key, self.signal, self.ra_same, self.pc_reg, pc)
+        return None if isinstance(rule, PcRule) else rule
+
+
+def _make_rule(key: _Key, signal: bool, ra_same: _Loc, pc_reg: int,
+               pc: int | None = None) -> Rule | PcRule | None:
     cfa, ra, fp, neg = key
     if cfa is None:
         return None
+    add = 0
     if isinstance(cfa, tuple):
         cfa_reg, cfa_off = cfa
         deref = False
     else:
         m = _simple_breg(cfa, want_deref=True)
-        if m is None:
-            return None
-        cfa_reg, cfa_off = m
-        deref = True
+        if m is not None:
+            cfa_reg, cfa_off = m
+            deref = True
+        else:
+            try:
+                found = cfa_expr.evaluate(cfa, pc_reg, pc)
+            except cfa_expr.NeedsPc:
+                return PcRule(key, signal, ra_same, pc_reg)
+            if found is None:
+                return None
+            cfa_reg, cfa_off, deref, add = found
     r = _loc(ra, cfa_reg, cfa_off, deref, ra_same)
     f = _loc(fp, cfa_reg, cfa_off, deref, (LOC_SAME, 0, 0))
     if r is None or f is None:
         return None
     return Rule(cfa_reg, cfa_off, deref, r[0], r[1], r[2], f[0], f[1], f[2],
-                mangled_ra=neg, signal=signal)
+                mangled_ra=neg, signal=signal, cfa_add=add)
 
 
 def _loc(rule: _RegRule, cfa_reg: int, cfa_off: int, cfa_deref: bool,
@@ -1017,7 +1043,8 @@ class CfiTable:
             i = bisect_right(locs, pc) - 1
             if i < 0:  # cannot happen: the first row is at the FDE start
                 return None
-            return rules[i]
+            rule = rules[i]
+            return rule.at(pc) if isinstance(rule, PcRule) else rule
         except CfiError:
             raise
         except (struct.error, IndexError, ValueError, OverflowError) as e:

@@ -343,6 +343,44 @@ def a64_is_indirect_branch(insn: int) -> bool:
             or insn & 0xFFFFF800 == 0xD71F0800)      # BRAA, BRAB
 
 
+def a64_keeps_frame(word: int) -> bool:
+    """Whether an aarch64 instruction leaves SP, FP (x29) and LR (x30) alone, as
+    far as a conservative reading can tell: False for any call (BL/BLR: they set
+    LR), any PAC operation on LR, any write of SP by ADD/SUB or by a load/store
+    that writes back its base, and any instruction naming x29 or x30 as its
+    destination (or first or second transfer register) that is not a store."""
+    if a64_is_call(word) or word in (0xD503233F, 0xD50323BF, 0xD503237F, 0xD50323FF):
+        return False                                  # bl/blr; paci[ab]sp, auti[ab]sp
+    rd = word & 0x1F
+    if word & 0x1F000000 == 0x11000000 and not word & 0x20000000 and rd == 31:
+        return False                                  # ADD/SUB (immediate) to SP
+    if word & 0x1FE00000 == 0x0B200000 and not word & 0x20000000 and rd == 31:
+        return False                                  # ADD/SUB (extended register) to SP
+    if word & 0x0A000000 == 0x08000000:               # loads and stores
+        rn = (word >> 5) & 0x1F
+        pair = word & 0x3A000000 == 0x28000000
+        single = word & 0x3A000000 == 0x38000000      # one register: any addressing
+        writeback = (word & 0x03800000 in (0x00800000, 0x01800000) if pair
+                     else word & 0x3B200400 == 0x38000400)
+        if writeback and rn == 31:
+            return False
+        if word & 0x04000000 and (pair or single):
+            return True                               # SIMD registers: not x29, x30
+        if pair:                                      # LDP writes Rt and Rt2
+            named = {rd, (word >> 10) & 0x1F} if word & 0x00400000 else set()
+        elif single:                                  # loads and atomics write Rt
+            atomic = word & 0x00200C00 == 0x00200000
+            named = {rd} if word & 0x00C00000 or atomic else set()
+        elif word & 0x3F000000 == 0x08000000:         # exclusives: Rt, Rt2 or status Rs
+            named = {rd, (word >> 10) & 0x1F} if word & 0x00400000 else {(word >> 16) & 0x1F}
+        else:                                         # literal loads
+            named = {rd}
+        return not named & {29, 30}
+    if word & 0x1C000000 == 0x14000000:               # branches, exceptions, system
+        return not (word & 0xFFF00000 == 0xD5300000 and rd in (29, 30))   # MRS x29/x30
+    return rd not in (29, 30)
+
+
 def a64_indirect_branches(start: int, code: bytes) -> tuple[int, ...]:
     """Addresses of the indirect branches (a64_is_indirect_branch) in `code`."""
     words = len(code) // 4

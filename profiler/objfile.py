@@ -10,8 +10,10 @@ executable the Go text is described by the runtime's own `.gopclntab`
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -24,6 +26,7 @@ from profiler.elf import (
     SHT_GNU_SFRAME,
     SHT_REL,
     SHT_RELA,
+    STT_FUNC,
     STT_GNU_IFUNC,
     ElfError,
     ElfFile,
@@ -72,7 +75,7 @@ _IRELATIVE = {"EM_X86_64": 37, "EM_AARCH64": 1032}   # R_X86_64_IRELATIVE, R_AAR
 def rule_shape(rule: Rule) -> tuple[int, ...]:
     """What a rule says about CFA, RA and FP, without the fields that do not matter
     for its kinds (a register number for a CFA-relative slot, say)."""
-    return (rule.cfa_reg, rule.cfa_off, rule.cfa_deref,
+    return (rule.cfa_reg, rule.cfa_off, rule.cfa_deref, rule.cfa_add,
             rule.ra_kind, rule.ra_off if rule.ra_kind == rules.LOC_CFA_DEREF else 0,
             rule.fp_kind, rule.fp_off if rule.fp_kind == rules.LOC_CFA_DEREF else 0,
             rule.mangled_ra)
@@ -121,6 +124,8 @@ class ObjectFile:
         ]
         self._jumps_memo: dict[int, frozenset[int] | None] = {}
         self._leaves_memo: dict[int, bool] = {}
+        self._leaf_memo: dict[int, bool] = {}
+        self._func_syms: list[tuple[int, int]] | None = None
         self._x86_memo: dict[int, insn.X86Function] = {}
         self._slots: list[tuple[dict[int, int], Section | None]] | None = None
         self._exports: dict[str, list[tuple[int, bool]]] | None = None
@@ -173,6 +178,52 @@ class ObjectFile:
         for lo, hi in self.plt_ranges:
             if lo + 32 <= vaddr < hi:
                 return A64_PLT_RULE
+        return None
+
+    def a64_leaf_rule(self, vaddr: int) -> Rule | None:
+        """The frame-0 rule for an aarch64 function without unwind data that never
+        touches its frame: CFA = SP, RA = LR, FP unchanged (A64_PLT_RULE).
+
+        Hand-written assembly often has no CFI (OpenSSL's OPENSSL_cleanse).  The
+        function is its ELF symbol, [st_value, st_value + st_size); every one of its
+        instructions must keep SP, x29 and x30 (insn.a64_keeps_frame), whatever
+        path reached the pc.  Without a sized symbol there is no rule."""
+        fn = self._function_symbol(vaddr)
+        if fn is None:
+            return None
+        hit = self._leaf_memo.get(fn[0])
+        if hit is None:
+            start, size = fn
+            code = self.read_code(start, size) if 0 < size <= insn.MAX_SCAN else b""
+            words = len(code) // 4
+            hit = bool(code) and all(insn.a64_keeps_frame(w) for w in
+                                     struct.unpack(f"<{words}I", code[:words * 4]))
+            if len(self._leaf_memo) >= MAX_DECODED:
+                self._leaf_memo.clear()
+            self._leaf_memo[start] = hit
+        return A64_PLT_RULE if hit else None
+
+    def _function_symbol(self, vaddr: int) -> tuple[int, int] | None:
+        """(start, size) of the sized STT_FUNC symbol (.symtab, else .dynsym) that
+        holds link-time `vaddr`."""
+        if self._func_syms is None:
+            found: list[tuple[int, int]] = []
+            for secname in (".symtab", ".dynsym"):
+                sec = self.elf.find_section(secname)
+                if sec is None:
+                    continue
+                try:
+                    rows = self.elf.read_symbols(sec, MAX_RELOCS)
+                except ElfError:
+                    continue
+                found = sorted({(value, size) for _n, value, size, info, _o, shndx in rows
+                                if info & 0xF == STT_FUNC and size and shndx != SHN_UNDEF})
+                if found:
+                    break
+            self._func_syms = found
+        i = bisect.bisect_right(self._func_syms, (vaddr, 1 << 64)) - 1
+        if i >= 0 and vaddr < self._func_syms[i][0] + self._func_syms[i][1]:
+            return self._func_syms[i]
         return None
 
     # -- unwind tables --------------------------------------------------------
@@ -259,6 +310,15 @@ class ObjectFile:
         if rule_shape(other) == rule_shape(rule):
             return rule, "sframe"
         return None, "tables-disagree"
+
+    def unwind_tables(self) -> str:
+        """The best unwind table the file has: "sframe", "gopclntab", "eh_frame"
+        (or .debug_frame) or "none"."""
+        if self.sframe is not None:
+            return "sframe"
+        if self.go_frames is not None:
+            return "gopclntab"
+        return "eh_frame" if self.cfi is not None else "none"
 
     def cfi_rule(self, vaddr: int) -> Rule | None:
         """The .eh_frame/.debug_frame row alone at link-time `vaddr` (None if there

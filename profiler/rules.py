@@ -56,3 +56,4 @@ class Rule(NamedTuple):
     fp_off: int
     mangled_ra: bool = False  # aarch64: the RA carries a PAC signature
     signal: bool = False      # the function is a signal trampoline
+    cfa_add: int = 0          # added after the dereference (CFA = *(reg + off) + add)

@@ -655,6 +655,8 @@ class _Walk:
                 return (_K_DOUBT, other, method, m.path, None)
             if self.a64 and self.topmost:
                 rule, method = obj.a64_plt_rule(lt), "plt"
+                if rule is None:
+                    rule, method = obj.a64_leaf_rule(lt), "leaf"
         if rule is None:
             return (_K_FALLBACK, None, "no-unwind-info", m.path, None)
         return (_K_RULE, rule, method, m.path, self._fast_form(rule))
@@ -808,12 +810,16 @@ class _Walk:
             val = self.read(addr)
             if val is None:
                 return "stack-truncated"
-            return val
+            return (val + rule.cfa_add) & 0xFFFFFFFFFFFFFFFF
         return addr
 
     def _loc(self, kind: int, reg: int, off: int, cfa: int, which: int) -> int | str:
         if kind == R.LOC_CFA_DEREF:
             val = self.read(cfa + off)
+            if val is None and which == self.fp_reg and cfa + off < self.sp \
+                    and self.topmost and self.regs is not None and self.fp_popped():
+                self.note_fp()
+                return self.fp      # popped already: the register holds what was saved
             return "stack-truncated" if val is None else val
         if kind == R.LOC_SAME:
             if which == self.ra_reg:
@@ -873,6 +879,35 @@ class _Walk:
             # SP is unknown, so continue with frame records only.
             self.fp_only = True
         return self.advance(ra, fp + 16, saved_fp, "fp", obj, known_cfa=not self.a64)
+
+    def fp_popped(self) -> bool:
+        """At an interrupted x86_64 pc in an epilogue, whether the frame pointer was
+        popped already: the instructions just before the pc are pops, back to a
+        ``pop %rbp``.  GCC's CFI keeps saying "RBP saved at CFA-n" after that pop
+        (it has no .cfi_restore there), at an address below SP that the stack
+        copy does not hold, while the register itself holds the saved value."""
+        if self.a64:
+            return False
+        m = self.space.find(self.pc)
+        obj, bias = self.space.object_for(m) if m is not None else (None, 0)
+        fn = obj.x86_function(self.pc - bias) if obj is not None else None
+        if fn is None:
+            return False
+        at = self.pc - bias
+        i = bisect.bisect_left(fn.offsets, at - fn.start)
+        for _ in range(8):             # at most the 6 callee-saved pops, and then some
+            if i <= 0:
+                return False
+            i -= 1
+            start = fn.start + fn.offsets[i]
+            code = obj.read_code(start, at - start)   # type: ignore[union-attr]
+            at = start
+            if code == b"\x5d":
+                return True
+            if not (len(code) == 1 and 0x58 <= code[0] <= 0x5F
+                    or len(code) == 2 and code[0] == 0x41 and 0x58 <= code[1] <= 0x5F):
+                return False
+        return False
 
     def is_sigreturn(self, pc: int) -> bool:
         return is_sigreturn_at(self.arch, pc, self.space.read_code)

@@ -427,7 +427,52 @@ class RawTracker:
         return self.states[i]
 
 
-def expected_rule(row, state, regnames, fp_reg, ra_reg, signal, aarch64):
+_OPS = {"DW_OP_and": lambda a, b: a & b, "DW_OP_or": lambda a, b: a | b,
+        "DW_OP_mul": lambda a, b: a * b, "DW_OP_shl": lambda a, b: a << b,
+        "DW_OP_shr": lambda a, b: a >> b, "DW_OP_ge": lambda a, b: int(a >= b),
+        "DW_OP_gt": lambda a, b: int(a > b), "DW_OP_le": lambda a, b: int(a <= b),
+        "DW_OP_lt": lambda a, b: int(a < b), "DW_OP_eq": lambda a, b: int(a == b),
+        "DW_OP_ne": lambda a, b: int(a != b)}
+
+
+def readelf_cfa(text, pc, aarch64):
+    """(reg, off, deref, add) of a CFA expression as readelf prints it, evaluated
+    with the pc (rip) known, or None when it is not register + constant (optionally
+    dereferenced, plus a constant).  Values: ("c", n) | ("r", reg, off) |
+    ("d", reg, off, add)."""
+    stack = []
+    for op in (text or "").split("; "):
+        name, _, arg = op.partition(" ")
+        name = name.rstrip(":")
+        m = re.fullmatch(r"DW_OP_breg(\d+)", name)
+        if m or name == "DW_OP_bregx":      # "DW_OP_breg7 (rsp): 8", "DW_OP_bregx: 7 (rsp) 8"
+            reg = int(m.group(1)) if m else int(arg.split()[0])
+            off = int(arg.split()[-1])
+            stack.append(("c", pc + off) if reg == 16 and not aarch64 else ("r", reg, off))
+        elif re.fullmatch(r"DW_OP_lit\d+", name):
+            stack.append(("c", int(name[9:])))
+        elif name == "DW_OP_deref" and stack and stack[-1][0] == "r":
+            stack.append(("d",) + stack.pop()[1:] + (0,))
+        elif name == "DW_OP_plus_uconst" and stack and stack[-1][0] != "c":
+            arg = arg.split()[-1]
+            v = stack.pop()
+            stack.append(v[:2] + (v[2] + int(arg),) if v[0] == "r" else v[:3] + (v[3] + int(arg),))
+        elif name in _OPS and len(stack) >= 2 and stack[-1][0] == stack[-2][0] == "c":
+            b, a = stack.pop(), stack.pop()
+            stack.append(("c", _OPS[name](a[1], b[1])))
+        elif name == "DW_OP_plus" and len(stack) >= 2 and "c" in (stack[-1][0], stack[-2][0]):
+            b, a = stack.pop(), stack.pop()
+            k, v = (b[1], a) if b[0] == "c" else (a[1], b)
+            stack.append(v[:2] + (v[2] + k,) if v[0] == "r" else v[:3] + (v[3] + k,))
+        else:
+            return None
+    if len(stack) != 1 or stack[0][0] == "c":
+        return None
+    v = stack[0]
+    return (v[1], v[2], False, 0) if v[0] == "r" else (v[1], v[2], True, v[3])
+
+
+def expected_rule(row, state, regnames, fp_reg, ra_reg, signal, aarch64, pc=0):
     """Expected Rule fields as a tuple (or None) from a readelf row + raw state.
 
     ra_reg is the CIE's return-address column.  "Unchanged" means LOC_SAME for
@@ -436,11 +481,12 @@ def expected_rule(row, state, regnames, fp_reg, ra_reg, signal, aarch64):
     """
     arch_ra = ARCH_RA["EM_AARCH64" if aarch64 else "EM_X86_64"]
     _loc, cfa_s, cols = row
+    add = 0
     if cfa_s == "exp":
-        b = parse_breg(state["cfa_expr"])
-        if not b or not b[2]:
+        b = readelf_cfa(state["cfa_expr"], pc, aarch64)
+        if not b:
             return None
-        cfa = b
+        cfa, add = b[:3], b[3]
     else:
         m = re.fullmatch(r"(\w+)([+-]\d+)", cfa_s)
         name = m.group(1)
@@ -469,7 +515,7 @@ def expected_rule(row, state, regnames, fp_reg, ra_reg, signal, aarch64):
     fp = loc(regnames[fp_reg] if fp_reg != ra_reg else "ra", fp_reg)
     if ra is None or fp is None:
         return None
-    return cfa + ra + fp + (state["neg"] if aarch64 else False, signal)
+    return cfa + ra + fp + (state["neg"] if aarch64 else False, signal, add)
 
 
 # --------------------------------------------------------------------------------
@@ -546,7 +592,7 @@ def compare_file(path, fde_sample=None, seed=0, table=None, select=None, entries
                 want = None  # CFA undefined (CIE without instructions, no FDE row)
             else:
                 want = expected_rule(cand[-1], tracker.at(pc), regnames, fp_reg,
-                                     cie.ra, "S" in cie.aug, aarch64)
+                                     cie.ra, "S" in cie.aug, aarch64, pc)
             rule = table.find(pc)
             got = None if rule is None else tuple(rule)
             if not table.has_pc(pc):

@@ -94,8 +94,10 @@ def explained(space: AddressSpace, sample: RawSample, got: UnwoundStack,
     if after_signal and ours[k][0] != gdbs[k][0] and is_insn_start(space, sample, ours[k][0]):
         # The rest is gdb's: from the frame above (the new pc's rule gave the same
         # CFA), or from the real interrupted frame (the new pc is in a leaf whose
-        # RA, the interrupted LR, is the real interrupted pc: one frame more).
-        for rest in (gdbs[k + 1:], gdbs[k:]):
+        # RA, the interrupted LR, is the real interrupted pc: one frame more), or
+        # from the frame two above (the new pc's function keeps a frame record, and
+        # the one its rule reads is that of the interrupted leaf's caller).
+        for rest in (gdbs[k + 1:], gdbs[k:], gdbs[k + 2:]):
             if len(ours) - k - 1 == len(rest) and all(
                     same(a, b) for a, b in zip(ours[k + 1:], rest)):
                 return "interrupted pc moved"
@@ -104,11 +106,11 @@ def explained(space: AddressSpace, sample: RawSample, got: UnwoundStack,
             and all(same(a, b) for a, b in zip(ours[k + 1:], gdbs[k + 1:]))):
         return "signal frame SP moved"
     skip = len(gdbs) - len(ours)
-    if 0 < k and skip > 0:
+    if skip > 0:
         # From frame k on, gdb's chain minus `skip` frames: whole frames, or frame
         # k's pc with the CFA of the frame `skip` above it (its CFA came from a
         # saved FP or DRAP slot moved onto that frame's).
-        if all(same(a, b) for a, b in zip(ours[k:], gdbs[k + skip:])):
+        if 0 < k and all(same(a, b) for a, b in zip(ours[k:], gdbs[k + skip:])):
             return "frames skipped"
         if ours[k][0] == gdbs[k][0] and same((0, ours[k][1]), (0, gdbs[k + skip][1])) and all(
                 same(a, b) for a, b in zip(ours[k + 1:], gdbs[k + skip + 1:])):
