@@ -74,7 +74,10 @@ def report(args: argparse.Namespace) -> int:
         if cap.truncated:
             print(f"sframe-prof: {args.capture} ends early (the recorder was stopped); "
                   "using the complete samples", file=sys.stderr)
-        summary(agg, cap.lost_samples or 0, duration / 1e9, sys.stderr)
+        tables = {m.path: obj.unwind_tables() for space in run.spaces.values()
+                  for m in space.maps if m.executable
+                  for obj in (space.object_for(m)[0],) if obj is not None}
+        summary(agg, cap.lost_samples or 0, duration / 1e9, sys.stderr, tables)
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
     return 0

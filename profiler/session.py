@@ -244,9 +244,29 @@ def write_outputs(data: ProfileData, opts: Options) -> list[str]:
     return written
 
 
+# What would make a binary's chains reliable, by the unwind tables it has
+# (ObjectFile.unwind_tables), for a hot binary whose chains often are not.
+ADVICE = {
+    "none": "has no unwind tables (.eh_frame, .sframe or Go's .gopclntab): its frames "
+            "are walked with frame pointers, unreliable; rebuild it with "
+            "-fasynchronous-unwind-tables, or -Wa,--gsframe (GNU as >= 2.40) for .sframe",
+    "eh_frame": "has CFI (.eh_frame) but chains through it are often unreliable; see the "
+                "reasons above (code without CFI, hand-written assembly, a truncated "
+                "copy: raise --stack-size)",
+    "sframe": "has .sframe but chains through it are often unreliable; see the reasons "
+              "above",
+    "gopclntab": "is Go, unwound from .gopclntab: chains end unreliable where the runtime "
+                 "switches stacks (systemstack, mcall, morestack, calls into C), since "
+                 "only the thread's current stack is copied; no rebuild helps",
+}
+HINT_BELOW = 90.0     # % reliable under which a hot binary gets advice
+
+
 def summary(agg: Aggregator, lost: int, seconds: float, out: TextIO,
-            sframe_of: dict[str, bool | None] | None = None) -> None:
-    """The end-of-run report: totals, then per binary samples, methods, reliable %."""
+            tables_of: dict[str, str] | None = None) -> None:
+    """The end-of-run report: totals, then per binary samples, reliable % and the
+    share of its frames each unwind source stepped, and advice for hot binaries
+    whose chains are often unreliable (by `tables_of`: path -> unwind tables)."""
     n = agg.samples
     print(f"sframe-prof: {n} samples in {seconds:.1f} s, {lost} lost, "
           f"{agg.reliable_pct():.1f}% of user stacks reliable"
@@ -262,13 +282,16 @@ def summary(agg: Aggregator, lost: int, seconds: float, out: TextIO,
     if hot:
         print(f"  {'binary':<48} {'samples':>8} {'reliable':>9}  methods", file=out)
     for path, st in hot[:12]:
-        methods = ", ".join(f"{m} {c}" for m, c in st.methods.most_common())
+        total = sum(st.methods.values()) or 1
+        methods = ", ".join(f"{m} {100 * c / total:.0f}%" for m, c in st.methods.most_common())
         pct = 100.0 * st.reliable / st.samples if st.samples else 0.0
         print(f"  {path[-48:]:<48} {st.samples:>8} {pct:>8.1f}%  {methods}", file=out)
     for path, st in hot[:12]:
-        if sframe_of and sframe_of.get(path) is False and st.samples >= max(1, n // 20):
-            print(f"  hint: {path} has no .sframe; rebuild it with `-Wa,--gsframe` "
-                  "(GNU as >= 2.40) for reliable unwinding without frame pointers", file=out)
+        pct = 100.0 * st.reliable / st.samples if st.samples else 100.0
+        kind = (tables_of or {}).get(path)
+        if kind in ADVICE and st.samples >= max(1, n // 20) and (
+                kind == "none" or pct < HINT_BELOW):
+            print(f"  hint: {path} {ADVICE[kind]}", file=out)
 
 
 class LiveSession:
@@ -430,7 +453,7 @@ class LiveSession:
                                      process_names=self._process_names())
         written = write_outputs(data, opts)
         if not opts.quiet:
-            summary(self.pipeline.agg, lost, seconds, sys.stderr, self._sframe_of())
+            summary(self.pipeline.agg, lost, seconds, sys.stderr, self._tables_of())
             if self.internal_errors:
                 print(f"  {self.internal_errors} samples could not be processed (internal "
                       "errors; see the first warning)", file=sys.stderr)
@@ -584,13 +607,14 @@ class LiveSession:
     def _process_names(self) -> dict[int, str]:
         return {pid: os.path.basename(p.exe) for pid, p in self.table.procs.items() if p.exe}
 
-    def _sframe_of(self) -> dict[str, bool | None]:
-        out: dict[str, bool | None] = {}
+    def _tables_of(self) -> dict[str, str]:
+        out: dict[str, str] = {}
         for p in self.table.procs.values():
             for m in p.mappings:
                 if m.executable and m.path.startswith("/") and m.path not in out:
                     obj = self.table.open_mapping(p.pid, m)
-                    out[m.path] = None if obj is None else obj.sframe is not None
+                    if obj is not None:
+                        out[m.path] = obj.unwind_tables()
         return out
 
 
