@@ -45,12 +45,12 @@ def test_go_binary_gets_go_advice() -> None:
     path = str(s.mappings[0].path)
     stats = agg.binaries[next(p for p in agg.binaries if p.endswith("goroutines.stripped"))]
     out = io.StringIO()
-    summary(agg, 0, 1.0, out, {p: "gopclntab" for p in agg.binaries})
+    summary(agg, 0, 1.0, out, dict.fromkeys(agg.binaries, "gopclntab"))
     text = out.getvalue()
     assert "gsframe" not in text
     assert "gopclntab" in text                     # the share of the unwind source
     if 100 * stats.reliable / stats.samples < 90:
         assert ADVICE["gopclntab"] in text, (text, path)
     out = io.StringIO()
-    summary(agg, 0, 1.0, out, {p: "none" for p in agg.binaries})
+    summary(agg, 0, 1.0, out, dict.fromkeys(agg.binaries, "none"))
     assert ADVICE["none"] in out.getvalue()
