@@ -95,6 +95,9 @@ REASONS = {
                      "instruction",
     "tables-disagree": "the .sframe and .eh_frame rows for a pc differ, so one of them "
                        "is wrong",
+    "go-stack-switch": "a Go runtime function that may have switched stacks "
+                       "(asmcgocall, gogo, ...): the rest of the chain is on a stack "
+                       "the copy does not hold",
 }
 
 

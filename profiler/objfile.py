@@ -609,6 +609,18 @@ class ObjectFile:
         self._go_specials[funcid] = found
         return found
 
+    def go_stack_switch(self, vaddr: int) -> str:
+        """profiler.golang.frames.GoFrames.stack_switch at link-time `vaddr` ("" for
+        a file without Go text or a damaged table)."""
+        from profiler.golang.pclntab import GoPclnError
+        go = self.go_frames
+        if go is None or not go.table.covers(vaddr):
+            return ""
+        try:
+            return go.stack_switch(vaddr)
+        except GoPclnError:
+            return ""
+
     def designed_return(self, vaddr: int) -> bool:
         """Whether link-time `vaddr` is the return address the Go runtime gives every
         goroutine's outermost frame without a call: runtime.goexit + PCQuantum (the

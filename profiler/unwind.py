@@ -40,6 +40,10 @@ _Suffix = tuple[int, struct.Struct, tuple[int, ...], "int | None", "tuple[Frame,
 
 _U64 = struct.Struct("<Q")
 
+# The top of a Go system stack: a caller frame in runtime.systemstack, mcall or
+# morestack, which switched stacks before calling (profiler.golang.frames).
+_SWITCH_END = R.Rule(-1, 0, False, R.LOC_UNDEFINED, 0, 0, R.LOC_SAME, 0, 0)
+
 # Failed checks that a walk goes past (the step itself was computed from the data):
 # the chain is unreliable from the caller on, but keeps its shape.
 _DOUBTED = frozenset({"ra-not-after-call", "call-mismatch"})
@@ -657,6 +661,12 @@ class _Walk:
                 rule, method = obj.a64_plt_rule(lt), "plt"
                 if rule is None:
                     rule, method = obj.a64_leaf_rule(lt), "leaf"
+        if rule is None and not self.topmost:
+            switch = obj.go_stack_switch(lt)
+            if switch == "end":
+                return (_K_RULE, _SWITCH_END, "gopclntab", m.path, None)
+            if switch:
+                return (_K_STOP, None, "go-stack-switch", m.path, None)
         if rule is None:
             return (_K_FALLBACK, None, "no-unwind-info", m.path, None)
         return (_K_RULE, rule, method, m.path, self._fast_form(rule))

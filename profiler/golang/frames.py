@@ -38,6 +38,10 @@ from profiler.golang.pclntab import FLAG_SPWRITE, FLAG_TOPFRAME, GoFunc, Pclntab
 from profiler.rules import Rule
 
 OUTERMOST = frozenset({"goexit", "mstart", "rt0_go"})
+# SPWRITE functions whose return address, in a caller frame, is always on the system
+# stack they switched to: the top of that stack, where Go's own traceback stops too
+# (systemstack only returns there after switching; on g0 already it tail-jumps).
+SWITCH_ENDS = frozenset({"systemstack", "mcall", "morestack"})
 MAX_FUNCS_KEPT = 4096
 
 _X86_SUB_SP8 = b"\x48\x83\xec"          # SUBQ $imm8, SP
@@ -95,6 +99,19 @@ class GoFrames:
                 return first[0] + 8
             return None
         return None
+
+    def stack_switch(self, vaddr: int) -> str:
+        """For a return address's lookup pc in an SPWRITE function: "end" when the
+        frame is the top of the system stack it switched to (SWITCH_ENDS), "stop"
+        for another SPWRITE function (asmcgocall may or may not have switched),
+        "" otherwise.  Raises GoPclnError on a damaged table."""
+        fn = self.table.lookup(vaddr)
+        if fn is None or not fn.flags & FLAG_SPWRITE or vaddr == fn.entry:
+            return ""
+        name = self.table.funcid_name(fn.funcid)
+        if name == "cgocallback":
+            return ""
+        return "end" if name in SWITCH_ENDS else "stop"
 
     def rule(self, vaddr: int) -> tuple[Rule | None, GoFunc | None]:
         """(rule, function) for link-time `vaddr` in the Go text; rule None where
