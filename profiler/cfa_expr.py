@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from profiler.leb128 import LebError, sleb, uleb
+
 MASK = (1 << 64) - 1
 MAX_DEPTH = 64
 
@@ -51,34 +53,6 @@ class _Unsupported(Exception):
     pass
 
 
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise _Unsupported
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return result, pos
-
-
-def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise _Unsupported
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            if b & 0x40:
-                result -= 1 << shift
-            return result, pos
-
-
 _CONST_SIZES = {0x08: (1, False), 0x09: (1, True), 0x0A: (2, False), 0x0B: (2, True),
                 0x0C: (4, False), 0x0D: (4, True), 0x0E: (8, False), 0x0F: (8, True)}
 
@@ -99,7 +73,7 @@ def evaluate(expr: bytes, pc_reg: int, pc: int | None = None
     architecture has none); reading it raises NeedsPc while `pc` is None."""
     try:
         top = _run(expr, pc_reg, pc)
-    except _Unsupported:
+    except (_Unsupported, LebError):
         return None
     if top.kind == "c":
         return None
@@ -122,17 +96,17 @@ def _run(expr: bytes, pc_reg: int, pc: int | None) -> _Val:
             stack.append(_c(int.from_bytes(expr[pos:pos + size], "little", signed=signed)))
             pos += size
         elif op == 0x10:                             # DW_OP_constu
-            k, pos = _uleb(expr, pos)
+            k, pos = uleb(expr, pos, n)
             stack.append(_c(k))
         elif op == 0x11:                             # DW_OP_consts
-            k, pos = _sleb(expr, pos)
+            k, pos = sleb(expr, pos, n)
             stack.append(_c(k))
         elif 0x70 <= op <= 0x8F or op == 0x92:       # DW_OP_breg<n>, DW_OP_bregx
             if op == 0x92:
-                reg, pos = _uleb(expr, pos)
+                reg, pos = uleb(expr, pos, n)
             else:
                 reg = op - 0x70
-            off, pos = _sleb(expr, pos)
+            off, pos = sleb(expr, pos, n)
             if reg == pc_reg:
                 if pc is None:
                     raise NeedsPc
@@ -145,7 +119,7 @@ def _run(expr: bytes, pc_reg: int, pc: int | None) -> _Val:
                 raise _Unsupported
             stack.append(_Val("d", v.reg, v.off))
         elif op == 0x23:                             # DW_OP_plus_uconst
-            k, pos = _uleb(expr, pos)
+            k, pos = uleb(expr, pos, n)
             stack.append(_add(_pop(stack), k))
         elif op == 0x12:                             # DW_OP_dup
             stack.append(_peek(stack, 0))

@@ -65,6 +65,9 @@ from typing import NamedTuple, TypeGuard
 
 from profiler import cfa_expr
 from profiler.elf import ET_REL, SHT_NOBITS, ElfError, ElfFile, Section
+from profiler.leb128 import LebError
+from profiler.leb128 import sleb as _sleb
+from profiler.leb128 import uleb as _uleb
 from profiler.rules import (
     LOC_CFA_DEREF,
     LOC_REG,
@@ -82,8 +85,8 @@ class CfiError(Exception):
     """Malformed or unsupported CFI; the message is one line naming file and defect."""
 
 
-class _Bad(Exception):
-    """Internal: a defect found while decoding; wrapped into CfiError with context."""
+# Internal: a defect found while decoding; wrapped into CfiError with context.
+_Bad = LebError
 
 
 # e_machine -> (frame-pointer, stack-pointer, return-address (rip / x30) DWARF register)
@@ -123,49 +126,12 @@ _CfaRule = tuple[int, int] | bytes | None
 _Key = tuple[_CfaRule, _RegRule, _RegRule, bool]
 _Loc = tuple[int, int, int]  # (LOC_* kind, reg, off)
 
-_MAX_LEB_BYTES = 10  # 64-bit values; longer encodings are treated as corrupt
 _MAX_STATE_STACK = 1024
 # Bounds on what one section may make the reader do: call-frame instructions run for
 # one CIE or FDE (real ones have tens, hand-written assembly a few hundred), and
 # entries indexed by the one-time scan of a section without .eh_frame_hdr.
 MAX_CFI_INSTRUCTIONS = 1 << 16
 MAX_CFI_ENTRIES = 1 << 22
-
-
-def _uleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    start = pos
-    while True:
-        if pos >= end:
-            raise _Bad("truncated ULEB128")
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if pos - start >= _MAX_LEB_BYTES:
-            raise _Bad("ULEB128 longer than 10 bytes")
-
-
-def _sleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    start = pos
-    while True:
-        if pos >= end:
-            raise _Bad("truncated SLEB128")
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            if b & 0x40:
-                result -= 1 << shift
-            return result, pos
-        if pos - start >= _MAX_LEB_BYTES:
-            raise _Bad("SLEB128 longer than 10 bytes")
 
 
 def _simple_breg(expr: bytes, want_deref: bool) -> tuple[int, int] | None:
