@@ -24,6 +24,10 @@
 #   GT_VARIANT  variant name put in id/variant    GT_BPS     comma list of functions
 #   GT_PBP      probability of stopping at the breakpoint itself (default 0.25)
 #   GT_BPS_EXTRA  more FUNC[:MAXSTEP] entries (weights a function, e.g. drap_frame:40)
+#   GT_START    function of the first stop, where the breakpoints are set (main)
+#   GT_START_IGNORE  hits of GT_START to let pass first (0; skips a program's start-up)
+#   GT_OUTERMOST  comma list of functions that are outermost frames although gdb walks
+#               on past them (Go's runtime.goexit, runtime.mstart): the chain ends there
 import base64
 import json
 import os
@@ -49,6 +53,9 @@ DEFAULT_BPS = ("leaf,nest1,nest2,nest3,deep,hook_target,call_hook,by_value,sort_
                "qsort@plt,raise@plt,memset@plt,shl_apply@plt,shl_leaf@plt")
 # entries are FUNC or FUNC:MAXSTEP (a smaller random stepi range for that breakpoint);
 # an entry may repeat to weight it.  GT_BPS_EXTRA is appended to the list.
+START = os.environ.get("GT_START", "main")
+START_IGNORE = int(os.environ.get("GT_START_IGNORE", "0"))
+OUTERMOST = set(filter(None, os.environ.get("GT_OUTERMOST", "").split(",")))
 BPS = [b for b in (os.environ.get("GT_BPS", DEFAULT_BPS) + ","
                    + os.environ.get("GT_BPS_EXTRA", "")).split(",") if b]
 FRAME_LIMIT = 256
@@ -72,7 +79,9 @@ for cmd in ("set pagination off", "set confirm off", "set width 0", "set height 
             "set backtrace past-main on", "set backtrace past-entry on",
             "set backtrace limit unlimited",
             "handle SIGUSR1 nostop noprint pass", "handle SIGPROF nostop noprint pass",
-            "handle SIGALRM nostop noprint pass"):
+            "handle SIGALRM nostop noprint pass",
+            # Go's runtime preempts goroutines with SIGURG
+            "handle SIGURG nostop noprint pass"):
     quiet(cmd)
 
 
@@ -187,6 +196,8 @@ def walk(a, mask):
                 pc &= ~mask & M64
             sp = int(f.read_register("sp")) & M64
             kept.append((pc, sp, f.name(), "SIGTRAMP" if f.type() == gdb.SIGTRAMP_FRAME else "NORMAL"))
+            if f.name() in OUTERMOST:
+                return kept, True, f"outermost function {f.name()}"
         if depth >= FRAME_LIMIT:
             return kept, False, "frame-limit"
         try:
@@ -275,17 +286,17 @@ class Capture:
 def run_bp(cap):
     if REMOTE:
         quiet("target remote " + REMOTE)
-        quiet("tbreak main")
-        quiet("continue")
-    else:
-        quiet("tbreak main")
-        quiet("run")
+    start = gdb.Breakpoint(START, temporary=True)
+    start.ignore_count = START_IGNORE
+    quiet("continue" if REMOTE else "run")
     # only the thread being stepped moves during stepi (must follow a live target)
     quiet("set scheduler-locking step")
     bps = []
     maxstep = {}
     for ent in BPS:
-        fn, _, ms = ent.partition(":")
+        fn, _, ms = ent.rpartition(":")
+        if not ms.isdigit():     # no :MAXSTEP (C++ names hold "::")
+            fn, ms = ent, ""
         try:
             if not gdb.lookup_global_symbol(fn) and not gdb.lookup_static_symbol(fn):
                 # no debug symbol (e.g. a name that only exists in some variants)
@@ -374,6 +385,6 @@ def run_attach(cap):
           % (VARIANT, N, cap.records, cap.errors, time.time() - t0))
 
 
-with open(OUT, "w") as fh:
+with open(OUT, "w", buffering=1) as fh:    # lines reach the file as written
     c = Capture(fh)
     (run_attach if MODE == "attach" else run_bp)(c)

@@ -34,6 +34,9 @@ BASE_PACKAGES=(
     chromium fonts-dejavu-core
     # aarch64 cross tools and libc: the CFI tests compile and read arm64 objects
     gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
+    # the wild panel (tests/snapshots/wild, tests/integration/test_wild_live.py):
+    # distro programs nobody here built, and the C++ workload's compiler
+    g++ sqlite3 xz-utils openssl perl
 )
 
 log() { printf '==> %s\n' "$*"; }
@@ -213,11 +216,20 @@ run_demo() {
     echo "Flame graph:  $out/flamegraph.html"
 }
 
+# The wild panel's downloads, cached by recipe hash under /var/cache/sframe-prof:
+# Debian's arm64 packages that the aarch64 ground truth maps (dpkg -x, host apt state
+# untouched), and Debian's Go 1.23 and 1.24 for the .gopclntab tests.
+fetch_wild() {
+    log "wild panel: arm64 sysroot $("$ROOT/scripts/wild/fetch_arm64_sysroot.sh" | tail -n1)"
+    log "wild panel: Go toolchains $("$ROOT/scripts/wild/fetch_go.sh" | tr '\n' ' ')"
+}
+
 cd "$ROOT"
 SECONDS=0
 install_packages
 link_kernel_headers
 setup_venv
+fetch_wild
 check
 log "setup finished in ${SECONDS}s"
 if [[ ${SFRAME_PROF_NO_DEMO:-} != 1 ]]; then
