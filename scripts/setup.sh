@@ -37,6 +37,8 @@ BASE_PACKAGES=(
     # the wild panel (tests/snapshots/wild, tests/integration/test_wild_live.py):
     # distro programs nobody here built, and the C++ workload's compiler
     g++ sqlite3 xz-utils openssl perl
+    # names for libc's thread roots (clone3, start_thread) in the live wild tests
+    libc6-dbg
 )
 
 log() { printf '==> %s\n' "$*"; }
