@@ -9,7 +9,10 @@ record --call-graph dwarf` on a test program, then `perf script` (which unwinds 
 copied stacks with libdw/libunwind and symbolizes them) timed over the recording.
 The last line is the ratio of warm frames per second to perf script's.
 
-    .venv/bin/python scripts/bench_unwind.py [--rounds N] [--no-perf]
+    .venv/bin/python scripts/bench_unwind.py [--rounds N] [--no-perf] [--panel]
+
+--panel adds the wild panel's snapshots (tests/snapshots/wild: programs nobody here
+built, x86_64 and aarch64), each arch against its root of pinned files.
 """
 
 from __future__ import annotations
@@ -85,11 +88,35 @@ def measure_perf(seconds: float) -> dict[str, float] | None:
     return {"samples": samples, "user_frames": user_frames, "frames": all_frames, "s": best}
 
 
+def report(what: str, ours: dict[str, float]) -> None:
+    print(f"{what}, {ours['snapshots']:.0f} snapshots, {ours['frames']:.0f} frames")
+    print(f"  cold (tables loaded on demand): {ours['cold_s']:.3f} s, "
+          f"{ours['frames'] / ours['cold_s']:,.0f} frames/s, "
+          f"{ours['snapshots'] / ours['cold_s']:,.0f} snapshots/s")
+    print(f"  warm (tables loaded):           {ours['warm_s']:.3f} s, "
+          f"{ours['frames'] / ours['warm_s']:,.0f} frames/s, "
+          f"{ours['snapshots'] / ours['warm_s']:,.0f} snapshots/s")
+
+
+def panel_samples(tmp: Path) -> list[tuple[str, str, list[RawSample]]]:
+    """(arch, root, snapshots) of the wild panel; the root is assembled as its test
+    does (tests/unit/test_wild_ground_truth.py), every file's sha256 checked."""
+    sys.path.insert(0, str(REPO / "tests" / "unit"))
+    import test_wild_ground_truth as wild
+    out = []
+    for arch in ("x86_64", "aarch64"):
+        root = wild.assemble_root(tmp, arch)
+        files = [f for f in wild.FILES if f.name.startswith(arch)]
+        out.append((arch, str(root), [s for f in files for _, _, s in read_snapshots(str(f))]))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--perf-seconds", type=float, default=4.0)
     ap.add_argument("--no-perf", action="store_true")
+    ap.add_argument("--panel", action="store_true", help="the wild panel's snapshots too")
     ap.add_argument("--root", default=str(SNAPSHOTS / "root"),
                     help="where the snapshots' mapped files live")
     args = ap.parse_args()
@@ -103,12 +130,11 @@ def main() -> int:
         return 1
     ours = measure_ours(samples, args.rounds, args.root)
     fps_warm = ours["frames"] / ours["warm_s"]
-    print(f"sframe-prof unwinder, {ours['snapshots']:.0f} snapshots, {ours['frames']:.0f} frames")
-    print(f"  cold (tables loaded on demand): {ours['cold_s']:.3f} s, "
-          f"{ours['frames'] / ours['cold_s']:,.0f} frames/s, "
-          f"{ours['snapshots'] / ours['cold_s']:,.0f} snapshots/s")
-    print(f"  warm (tables loaded):           {ours['warm_s']:.3f} s, "
-          f"{fps_warm:,.0f} frames/s, {ours['snapshots'] / ours['warm_s']:,.0f} snapshots/s")
+    report("sframe-prof unwinder", ours)
+    if args.panel:
+        with tempfile.TemporaryDirectory() as tmp:
+            for arch, root, panel in panel_samples(Path(tmp)):
+                report(f"  wild panel, {arch}", measure_ours(panel, args.rounds, root))
     if args.no_perf:
         return 0
     peer = measure_perf(args.perf_seconds)
