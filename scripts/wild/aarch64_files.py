@@ -16,23 +16,14 @@ outermost frame, the vDSO image kept only where a compared pc is in it).
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from panel_files import slim  # noqa: E402  (the x86_64 side's record slimming)
+from panel_files import sha256, slim  # noqa: E402  (shared with the x86_64 side)
 
 REPO_PREFIX = "/opt/sframe-prof-wild/aarch64/"
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main() -> int:
