@@ -127,6 +127,18 @@ def test_live_profile_reliable_and_on_path(run: GuestRun, tmp_path: Path,
     assert "% of user stacks reliable" in log, log
 
 
+def test_wild_cpython_live(run: GuestRun, tmp_path: Path, results: dict[str, object]) -> None:
+    """Software built by others, live on arm64: Debian trixie's python3 (pac-ret,
+    .eh_frame only) running the wild panel's workload, profiled for 10 s in the guest.
+    A reliable chain ended at an outermost-frame row (_start, the thread start), so the
+    reliable share is also the share that reached the root: >= 95%."""
+    path = run.out / "wild-python.pb.gz"
+    stats = profile_stats(path, tmp_path, (), ENTRY_ROOTS)
+    results["wild_python"] = stats.as_dict()
+    assert stats.samples >= 50, stats
+    assert stats.reliable >= 0.95, (stats, (run.out / "wild-python.log").read_text())
+
+
 def test_kernel_mode_samples_keep_the_user_stack(run: GuestRun, tmp_path: Path,
                                                  results: dict[str, object]) -> None:
     """kio spends most of its time in read(2): those samples have kernel frames first and

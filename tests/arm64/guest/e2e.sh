@@ -11,6 +11,8 @@
 #   guest-report.pb.gz, report.log      sframe-prof report run.sfcap, in the guest
 #   root/                               the targets' mapped files (for report --root)
 #   targets.json                        pid -> program
+#   wild-python.pb.gz, wild-python.log  sframe-prof -p on Debian's python3 running the wild
+#                                       panel's tests/wild/src/pyload.py, 10 s
 #   guest.json                          kernel, CPU features, PAC mask, versions, timings
 #
 # Targets (each a pac-ret build with SFrame V3 from sid's cross toolchain, run from a
@@ -161,6 +163,18 @@ step "guest report done (status $prc)"
 [ $prc -eq 0 ] || fail "sframe-prof report exited with $prc"
 cp "$WORK/run.sfcap" "$OUT/run.sfcap"
 rm -rf "$WORK"
+
+# The wild panel's CPython, live: Debian's python3 as the guest has it (built by
+# Debian with pac-ret, .eh_frame only, no .sframe) running tests/wild/src/pyload.py
+# (json, re, hashlib, sort with a key, exceptions, generators, a second thread).
+python3 "$SRC/tests/wild/src/pyload.py" 900 &
+PYW=$!
+sframe-prof -p $PYW -d 10 -o "$OUT/wild-python.pb.gz" > "$OUT/wild-python.log" 2>&1
+wrc=$?
+kill $PYW 2>/dev/null; wait $PYW 2>/dev/null
+cat "$OUT/wild-python.log"
+[ $wrc -eq 0 ] || fail "sframe-prof -p (wild python3) exited with $wrc"
+step "wild python3 profiled"
 step "writing guest.json"
 
 "$PY" - "$OUT/guest.json" "{$(IFS=,; echo "${STEPS[*]}")}" <<'EOF'
