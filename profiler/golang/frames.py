@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from profiler import insn
 from profiler import rules as R
 from profiler.golang.pclntab import FLAG_SPWRITE, FLAG_TOPFRAME, GoFunc, Pclntab
 from profiler.rules import Rule
@@ -59,6 +60,7 @@ class GoFrames:
         self._read = read
         # entry -> (function, pcsp rows, pc from which BP is saved or None)
         self._funcs: dict[int, tuple[GoFunc, list[tuple[int, int, int]], int | None]] = {}
+        self._switch_ra: dict[int, int | None] = {}
 
     def _info(self, fn: GoFunc) -> tuple[GoFunc, list[tuple[int, int, int]], int | None]:
         hit = self._funcs.get(fn.entry)
@@ -111,7 +113,45 @@ class GoFrames:
         name = self.table.funcid_name(fn.funcid)
         if name == "cgocallback":
             return ""
+        if name == "asmcgocall":
+            return "end" if vaddr + 1 == self._cgo_switch_return(fn) else "stop"
         return "end" if name in SWITCH_ENDS else "stop"
+
+    def _cgo_switch_return(self, fn: GoFunc) -> int | None:
+        """The return address of asmcgocall's call into C on the path that switched to
+        the system stack: the first call through a register (or to
+        asmcgocall_landingpad, Go 1.23+) after the call to gosave_systemstack_switch;
+        the path taken on g0 already, `nosave`, makes the last such call and does not
+        switch (Go 1.19-1.24, amd64 and arm64).  None when the code has another shape."""
+        hit = self._switch_ra.get(fn.entry, False)
+        if hit is not False:
+            return hit
+        size = fn.end - fn.entry
+        code = self._read(fn.entry, size) if 0 < size <= 4096 else b""
+        calls: list[tuple[int, int | None]] = []        # (return address, direct target)
+        if self.arch == "x86_64":
+            decoded = insn.X86Function(fn.entry, code)
+            if decoded.complete:
+                calls = sorted((ra, t) for ra, (_kind, t) in decoded.calls.items())
+        else:
+            for i in range(len(code) // 4):
+                word = int.from_bytes(code[4 * i:4 * i + 4], "little")
+                if insn.a64_is_call(word):
+                    at = fn.entry + 4 * i
+                    calls.append((at + 4, insn.call_target("aarch64", at + 4,
+                                                           code[4 * i:4 * i + 4])))
+        save = self.table.by_name("gosave_systemstack_switch")
+        pad = (self.table.by_name("runtime.asmcgocall_landingpad.abi0")
+               or self.table.by_name("runtime.asmcgocall_landingpad"))
+        found = None
+        if save is not None:
+            after = [i for i, (_ra, t) in enumerate(calls) if t == save.entry][:1]
+            into_c = [ra for ra, t in calls[after[0] + 1:] if t is None
+                      or (pad is not None and t == pad.entry)] if after else []
+            if len(into_c) >= 2:        # the switching path's, then nosave's
+                found = into_c[0]
+        self._switch_ra[fn.entry] = found
+        return found
 
     def rule(self, vaddr: int) -> tuple[Rule | None, GoFunc | None]:
         """(rule, function) for link-time `vaddr` in the Go text; rule None where

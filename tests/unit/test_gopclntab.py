@@ -405,3 +405,25 @@ def test_a_table_without_section_headers_is_found_in_the_segments() -> None:
     frames = GoFrames(table, "x86_64", o.read_code)
     fn = ref.by_name("main.level1")
     assert fn is not None and frames.rule(fn.entry + 20)[0] is not None
+
+
+@pytest.mark.parametrize("key,arch", [(t, a) for t in TOOLCHAINS for a in ARCHES])
+def test_cgo_switch_return_is_the_switching_call(key: str, arch: str) -> None:
+    """asmcgocall calls C twice: after switching to the system stack (then its frame
+    is the top of that stack) and on the `nosave` path, already on it.  By go tool
+    objdump: the first call through a register or to asmcgocall_landingpad after
+    `CALL gosave_systemstack_switch` is the switching one; only its return address
+    ends a chain ("end"), every other pc of asmcgocall is "stop"."""
+    o = obj(key, arch, "cgo")
+    funcs = {name: i for name, _p, i in objdump(key, arch, "cgo")}
+    # the assembly function (an ABIInternal wrapper of the same name may call it)
+    insns = [funcs.get("runtime.asmcgocall.abi0") or funcs["runtime.asmcgocall"]]
+    calls = [(n, asm) for n, (_a, _f, _l, asm) in enumerate(insns[0]) if asm.startswith("CALL")]
+    save = next(k for k, (_n, asm) in enumerate(calls) if "gosave_systemstack_switch" in asm)
+    into_c = [n for n, asm in calls[save + 1:]
+              if "(R" in asm or asm.split()[1] in ("AX",) or "landingpad" in asm]
+    assert len(into_c) == 2, calls
+    want = insns[0][into_c[0] + 1][0]            # the return address of the first
+    got = [a for a, _f, _l, _asm in insns[0] if o.go_stack_switch(a - 1) == "end"]
+    assert got == [want], (hex(want), [hex(a) for a in got])
+    assert o.go_stack_switch(insns[0][into_c[1] + 1][0] - 1) == "stop"
