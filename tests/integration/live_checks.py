@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from profiler.emit.pprof_read import ReadProfile, ReadSample, read_pprof
 
 # Functions of tests/targets/src/prog.c a sample can be in or called from.
@@ -34,6 +36,16 @@ _SEPARATOR = "-----------+------------------------------------------------------
 
 
 _traces_cache: dict[tuple[str, int, int], list[Trace]] = {}
+
+
+def require_live() -> None:
+    """Fail (never skip) when this machine cannot run live BPF tests."""
+    if os.geteuid() != 0:
+        pytest.fail("live BPF tests need root (CI runs them as root)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        pytest.fail("bcc is not importable: run scripts/setup.sh")
 
 
 def go_traces(path: Path, tmp_path: Path) -> list[Trace]:

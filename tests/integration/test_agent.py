@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import live_checks
 import pytest
 
 from profiler.agent.receiver import Receiver
@@ -42,15 +43,6 @@ PROG_FUNCS = {"leaf", "nest1", "nest2", "nest3", "deep", "hook_target", "call_ho
               "one_round", "main"}
 OUTAGE = float(os.environ.get("SFRAME_AGENT_OUTAGE", "15"))
 CHURN = float(os.environ.get("SFRAME_AGENT_CHURN", "60"))
-
-
-def require_live() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("live BPF tests need root (CI runs them as root)")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.fail("bcc is not importable: run scripts/setup.sh")
 
 
 def wait_for(cond: Any, timeout: float, what: str) -> None:
@@ -127,7 +119,7 @@ def check_delivery(received: list[dict[str, Any]], expected: dict[int, int]) -> 
 
 
 def test_delivery_outage_sigkill_and_sigterm(tmp_path: Path) -> None:
-    require_live()
+    live_checks.require_live()
     recv = Receiver(token="t0k", tenant="fleet-a").start()
     port = recv.port
     spool, out = tmp_path / "spool", tmp_path / "out"
@@ -205,7 +197,7 @@ def test_delivery_outage_sigkill_and_sigterm(tmp_path: Path) -> None:
 
 
 def test_churn_children_keep_their_samples(tmp_path: Path) -> None:
-    require_live()
+    live_checks.require_live()
     out, pids_file = tmp_path / "out", tmp_path / "children.txt"
     agent = AgentProc(tmp_path, "--window", "5", "-F", "49", "--spool", str(tmp_path / "s"),
                       "--output-dir", str(out), "--flush-timeout", "1")

@@ -9,7 +9,6 @@ root, bcc and BPF, which CI has: missing any of them is a failure, not a skip.
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import subprocess
 import sys
@@ -29,18 +28,9 @@ TARGETS = REPO / "tests" / "targets"
 ENTRY_ROOTS = ("_start", "clone3", "__clone3", "clone", "__clone")
 
 
-def require_live() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("live BPF tests need root (CI runs them as root)")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.fail("bcc is not importable: run scripts/setup.sh")
-
-
 def profile(tmp_path: Path, prog: Path, *args: str, seconds: float = 4.0,
             extra: tuple[str, ...] = ()) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    require_live()
+    live_checks.require_live()
     out = tmp_path / "profile.pb.gz"
     cmd = [sys.executable, "-m", "profiler", "-d", str(seconds), "-o", str(out),
            "--folded", str(tmp_path / "folded.txt"), *extra, "--", str(prog), *args]
@@ -79,7 +69,7 @@ def test_sid_v3_static_program(tmp_path: Path) -> None:
 
 def test_profile_by_pid_until_target_exits(tmp_path: Path) -> None:
     """-p PID: the target exits on its own mid-run; everything so far is written."""
-    require_live()
+    live_checks.require_live()
     prog = TARGETS / "v3sid-x86_64-O2-static" / "prog"
     target = subprocess.Popen([str(prog), "0", "1000", "1"])
     try:
@@ -107,7 +97,7 @@ def test_profile_by_pid_until_target_exits(tmp_path: Path) -> None:
 
 
 def test_record_then_report(tmp_path: Path) -> None:
-    require_live()
+    live_checks.require_live()
     prog = TARGETS / "v1host-x86_64-O2" / "prog"
     cap = tmp_path / "run.sfcap"
     run = subprocess.run([sys.executable, "-m", "profiler", "record", "-d", "3", "-o", str(cap),
@@ -125,7 +115,7 @@ def test_record_then_report(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line(tmp_path: Path) -> None:
-    require_live()
+    live_checks.require_live()
     run = subprocess.run([sys.executable, "-m", "profiler", "-p", "999999999", "-d", "1"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
@@ -138,7 +128,7 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_without_root_is_one_line(tmp_path: Path) -> None:
     """An unprivileged user gets one line naming what is missing, and status 1."""
-    require_live()
+    live_checks.require_live()
     run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                           sys.executable, "-m", "profiler", "-p", "1", "-d", "1",
                           "-o", str(tmp_path / "x.pb.gz")],
@@ -151,7 +141,7 @@ def test_without_root_is_one_line(tmp_path: Path) -> None:
 def test_report_refuses_a_different_build(tmp_path: Path) -> None:
     """A capture analysed with another build of a library at the recorded path: that
     file is not used (its build ID differs), so no chain through it is called reliable."""
-    require_live()
+    live_checks.require_live()
     import shutil
     d = TARGETS / "v1host-x86_64-O2-shlib"
     cap = tmp_path / "run.sfcap"

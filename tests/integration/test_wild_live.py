@@ -51,13 +51,7 @@ ROOTS = frozenset(live_checks.ENTRY_ROOTS | stackcmp.ROOTS)
 
 
 def require_live() -> None:
-    import os
-    if os.geteuid() != 0:
-        pytest.fail("live BPF tests need root (CI runs them as root)")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.fail("bcc is not importable: run scripts/setup.sh")
+    live_checks.require_live()
     if subprocess.run(["perf", "--version"], capture_output=True).returncode != 0:
         pytest.fail("perf is missing: install Debian's linux-perf")
 
