@@ -74,13 +74,24 @@ def report(args: argparse.Namespace) -> int:
         if cap.truncated:
             print(f"sframe-prof: {args.capture} ends early (the recorder was stopped); "
                   "using the complete samples", file=sys.stderr)
-        tables = {m.path: obj.unwind_tables() for space in run.spaces.values()
-                  for m in space.maps if m.executable
-                  for obj in (space.object_for(m)[0],) if obj is not None}
-        summary(agg, cap.lost_samples or 0, duration / 1e9, sys.stderr, tables)
+        summary(agg, cap.lost_samples or 0, duration / 1e9, sys.stderr, _tables_of(run, agg))
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
     return 0
+
+
+def _tables_of(run: _Run, agg: Aggregator) -> dict[str, str]:
+    """The unwind tables of each binary on some chain (the summary lists them), not
+    of every file the processes mapped."""
+    on_chains = agg.binaries
+    out: dict[str, str] = {}
+    for space in run.spaces.values():
+        for m in space.maps:
+            if m.executable and m.path in on_chains and m.path not in out:
+                obj = space.object_for(m)[0]
+                if obj is not None:
+                    out[m.path] = obj.unwind_tables()
+    return out
 
 
 # Samples per worker process below which another one is not worth its start-up.
