@@ -1,9 +1,9 @@
 """Aggregate: count identical unwound stacks, keep per-binary unwind statistics.
 
-Only unique stacks are symbolized later (profiler/resolve.py), once each.
+Only unique stacks are symbolized later (profiler/symbolize/resolve.py), once each.
 
 A profile has many samples and few distinct chains, and the unwinder's memo
-(profiler.session.UnwindMemo) hands back the very same UnwoundStack object for a
+(profiler.app.session.UnwindMemo) hands back the very same UnwoundStack object for a
 repeated chain; what a sample adds to the statistics is derived once per such object
 and the per-binary tallies are folded in when they are read.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiler.model import UnwoundStack
-from profiler.unwind import AddressSpace
+from profiler.unwind.unwinder import AddressSpace
 
 
 @dataclass(slots=True)

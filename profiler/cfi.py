@@ -1,7 +1,7 @@
 """DWARF CFI reader: ``.eh_frame`` / ``.debug_frame`` -> format-neutral :class:`Rule`.
 
 This is the fallback unwind table for ELF files without ``.sframe`` (today libc,
-ld.so, libstdc++ and the vDSO).  profiler.elf reads the ELF container (header,
+ld.so, libstdc++ and the vDSO).  profiler.unwind.elf reads the ELF container (header,
 section table, section bytes); the CFI itself (CIE/FDE headers, augmentations,
 pointer encodings and the call-frame instructions) is decoded here, byte by byte,
 because pyelftools' CFI decoder
@@ -63,12 +63,12 @@ from array import array
 from bisect import bisect_right
 from typing import NamedTuple, TypeGuard
 
-from profiler import cfa_expr
-from profiler.elf import ET_REL, SHT_NOBITS, ElfError, ElfFile, Section
 from profiler.leb128 import LebError
 from profiler.leb128 import sleb as _sleb
 from profiler.leb128 import uleb as _uleb
-from profiler.rules import (
+from profiler.unwind import cfa_expr
+from profiler.unwind.elf import ET_REL, SHT_NOBITS, ElfError, ElfFile, Section
+from profiler.unwind.rules import (
     LOC_CFA_DEREF,
     LOC_REG,
     LOC_REG_DEREF,
@@ -824,7 +824,7 @@ class _Section:
 
 class PcRule(NamedTuple):
     """A row whose CFA expression reads the pc (the x86_64 .plt's): `at(pc)` is
-    its Rule at one pc (profiler.cfa_expr)."""
+    its Rule at one pc (profiler.unwind.cfa_expr)."""
 
     key: _Key
     signal: bool

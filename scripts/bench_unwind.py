@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from profiler.capture.snapshots import read_snapshots  # noqa: E402
 from profiler.model import RawSample  # noqa: E402
-from profiler.objfile import ObjectCache  # noqa: E402
-from profiler.snapshots import read_snapshots  # noqa: E402
-from profiler.unwind import Unwinder  # noqa: E402
+from profiler.unwind.objfile import ObjectCache  # noqa: E402
+from profiler.unwind.unwinder import Unwinder  # noqa: E402
 
 SNAPSHOTS = REPO / "tests" / "snapshots"
 PEER_PROG = REPO / "tests" / "targets" / "v1host-x86_64-O2" / "prog"

@@ -11,7 +11,6 @@ Modules, in pipeline order:
 * :mod:`.config`  -- settings: defaults, a TOML file, command-line flags;
 * :mod:`.procs`   -- processes with their identity (service, container), bounded caches;
 * :mod:`.windows` -- wall-clock windows, per-group aggregation, pprof with fleet labels;
-* :mod:`.otlp`    -- OTLP profiles encoding (a documented subset, hand-written);
 * :mod:`.spool`   -- the bounded on-disk queue every network sink reads from;
 * :mod:`.sinks`   -- directory, Pyroscope and OTLP sinks, senders with backoff;
 * :mod:`.metrics` -- self-metrics and the status file;
@@ -31,6 +30,6 @@ def agent_version() -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`sframe-prof agent ...` (imported lazily by profiler.cli)."""
+    """`sframe-prof agent ...` (imported lazily by profiler.app.cli)."""
     from profiler.agent.agent import run
     return run(argv)

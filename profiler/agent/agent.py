@@ -45,10 +45,10 @@ from profiler.agent.reader import Reader
 from profiler.agent.sinks import DirectorySink, HttpSink, OtlpSink, PyroscopeSink
 from profiler.agent.spool import Spool
 from profiler.agent.windows import Clock, Window, build_shipments, group_key
+from profiler.app.session import Pipeline, machine_arch
 from profiler.model import RawSample
-from profiler.objfile import ObjectCache
-from profiler.session import Pipeline, machine_arch
-from profiler.unwind import Unwinder
+from profiler.unwind.objfile import ObjectCache
+from profiler.unwind.unwinder import Unwinder
 
 log = logging.getLogger("sframe-prof.agent")
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from profiler.process import pid_alive
+from profiler.unwind.process import pid_alive
 
 STATUS_FILE = "status.json"
 

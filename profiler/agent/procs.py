@@ -28,10 +28,10 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from profiler.objfile import ObjectCache, ObjectError, ObjectFile
-from profiler.process import Process, ProcessTable, Snapshot, stat_fields
-from profiler.process import read_stat as read_stat_file
-from profiler.resolve import Resolver
+from profiler.symbolize.resolve import Resolver
+from profiler.unwind.objfile import ObjectCache, ObjectError, ObjectFile
+from profiler.unwind.process import Process, ProcessTable, Snapshot, stat_fields
+from profiler.unwind.process import read_stat as read_stat_file
 
 K = TypeVar("K", bound=Hashable)
 _MISS = object()
@@ -270,7 +270,7 @@ class BoundedResolver(Resolver):
         if obj in self._lru:
             cached = self._window_symbols[obj] = self._lru[obj]
             return cached
-        from profiler.symbolize import ElfSymbols
+        from profiler.symbolize.symbols import ElfSymbols
         syms: Any
         if symbols_estimate(obj) > self._lru.max_bytes // TABLE_SHARE:
             # e.g. a compiler's 150 MB shared library (libLLVM, libclang-cpp: 40k-60k

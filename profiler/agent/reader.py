@@ -5,7 +5,7 @@ loop cannot promise that: building a window's profiles, or the first sample in a
 new binary (its unwind and symbol tables), can keep it busy for a second or more, and
 a child started by a build tool lives for a few milliseconds.  So one thread does only
 this: it waits on the buffer, and for every PID it has not seen it takes a
-:class:`~profiler.process.Snapshot` at once -- /proc/PID/maps, stat, exe, cgroup, the
+:class:`~profiler.unwind.process.Snapshot` at once -- /proc/PID/maps, stat, exe, cgroup, the
 vDSO bytes, and open descriptors of the executable files that are not cached yet (an
 open descriptor keeps a file reachable after its process is gone).  The records go to
 the main loop in order; the main loop models a process from its snapshot.
@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any
 
-from profiler.process import ProcessTable, Snapshot
+from profiler.unwind.process import ProcessTable, Snapshot
 
 POLL_MS = 100
 MAX_SNAPSHOTS = 128        # snapshots not consumed yet (each holds a few descriptors)

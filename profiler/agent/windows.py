@@ -27,7 +27,7 @@ from profiler.aggregate import Aggregator
 if TYPE_CHECKING:
     from profiler.agent.procs import ProcInfo
     from profiler.proto import profile_pb2
-    from profiler.resolve import Resolver
+    from profiler.symbolize.resolve import Resolver
 
 
 def window_index(wall_ns: int, window_ns: int) -> int:

@@ -143,8 +143,8 @@ def depths(prog: live_panel.Program, seconds: float, outdir: Path) -> list[int |
     of a reliable chain (the stack the chain needs), None when even 64 KiB did not
     reach the root (stack-truncated)."""
     from profiler.capture.recording import read_capture
-    from profiler.objfile import ObjectCache
-    from profiler.unwind import Unwinder
+    from profiler.unwind.objfile import ObjectCache
+    from profiler.unwind.unwinder import Unwinder
     cap = outdir / f"{prog.name}.sfcap"
     target, helpers = live_panel.start(prog, seconds + 60)
     try:

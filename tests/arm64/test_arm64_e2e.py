@@ -26,8 +26,8 @@ from live_checks import ENTRY_ROOTS, PROG_FUNCS, Stats, profile_stats, read
 from profiler.capture.recording import read_capture
 from profiler.emit.pprof_read import ReadProfile, ReadSample
 from profiler.model import RawSample
-from profiler.objfile import ObjectCache
-from profiler.unwind import Unwinder
+from profiler.unwind.objfile import ObjectCache
+from profiler.unwind.unwinder import Unwinder
 
 REPO = Path(__file__).resolve().parents[2]
 # tests/arm64/src/kio.c

@@ -27,8 +27,8 @@ with common.instrumented("profiler"):
         read_capture,
     )
     from profiler.model import REASONS, RawSample
-    from profiler.objfile import ObjectCache
-    from profiler.unwind import AddressSpace, Unwinder
+    from profiler.unwind.objfile import ObjectCache
+    from profiler.unwind.unwinder import AddressSpace, Unwinder
 
 TARGET = "capture"
 MAX_LEN = 32768
@@ -93,7 +93,7 @@ def write_capture(path: str, samples: list[RawSample], *, vdso: bool, trailer: b
 
 
 def seeds() -> Iterator[tuple[str, bytes]]:
-    from profiler.snapshots import read_snapshots
+    from profiler.capture.snapshots import read_snapshots
 
     picks = {"v3sid-x86_64-O2.jsonl.gz": 3, "v2trixie-aarch64-O2-pacret.jsonl.gz": 3,
              "v1host-x86_64-O2-drap.jsonl.gz": 2}

@@ -24,8 +24,8 @@ import common
 
 with common.instrumented("profiler"):
     from profiler.cfi import CfiError, CfiTable, _parse_eh_frame_hdr, _Section
-    from profiler.elf import SHT_NOBITS
-    from profiler.objfile import ObjectFile
+    from profiler.unwind.elf import SHT_NOBITS
+    from profiler.unwind.objfile import ObjectFile
 
 TARGET = "cfi"
 MAX_LEN = 65536

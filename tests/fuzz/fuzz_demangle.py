@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the demangler (profiler.demangle): C++ through __cxa_demangle, Rust legacy and
+"""Fuzz the demangler (profiler.symbolize.demangle): C++ through __cxa_demangle, Rust legacy and
 the Rust v0 decoder.  Symbol names come from the target's symbol tables.
 
 Input: one symbol name (bytes decoded as the symbol reader decodes them: UTF-8 with
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import common
 
 with common.instrumented("profiler"):
-    from profiler.demangle import (
+    from profiler.symbolize.demangle import (
         demangle,
         demangle_itanium,
         demangle_rust_legacy,

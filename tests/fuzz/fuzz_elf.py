@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Fuzz the ELF container reader (profiler.elf) and what it feeds: its section and
+"""Fuzz the ELF container reader (profiler.unwind.elf) and what it feeds: its section and
 segment contents, symbol and relocation tables, notes, build ID and .gnu_debuglink; in
-profiler.objfile, segments and load bias, code reads, the .sframe section found by name,
+profiler.unwind.objfile, segments and load bias, code reads, the .sframe section found by name,
 type or program header, the .eh_frame/.debug_frame table built from the ELF, and rule
 lookups.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import common
 
 with common.instrumented("profiler"):
-    from profiler import elf as E
-    from profiler.objfile import ObjectError, ObjectFile
+    from profiler.unwind import elf as E
+    from profiler.unwind.objfile import ObjectError, ObjectFile
 
 TARGET = "elf"
 MAX_LEN = 16384

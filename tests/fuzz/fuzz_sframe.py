@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import common
 
 with common.instrumented("profiler"):
-    from profiler.objfile import ObjectFile
-    from profiler.sframe.dump import dump_section
-    from profiler.sframe.section import SFrameError, SFrameSection
+    from profiler.unwind.objfile import ObjectFile
+    from profiler.unwind.sframe.dump import dump_section
+    from profiler.unwind.sframe.section import SFrameError, SFrameSection
 
 TARGET = "sframe"
 MAX_LEN = 16384

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the symbol readers (profiler.symbolize): .symtab/.dynsym, build-ID notes,
+"""Fuzz the symbol readers (profiler.symbolize.symbols): .symtab/.dynsym, build-ID notes,
 .gnu_debuglink, MiniDebugInfo (.gnu_debugdata, an xz-compressed ELF) and the
 demangler behind every lookup.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import common
 
 with common.instrumented("profiler"):
-    from profiler.objfile import ObjectError, ObjectFile
-    from profiler.symbolize import ElfSymbols, read_build_id
+    from profiler.symbolize.symbols import ElfSymbols, read_build_id
+    from profiler.unwind.objfile import ObjectError, ObjectFile
 
 TARGET = "symbols"
 MAX_LEN = 16384

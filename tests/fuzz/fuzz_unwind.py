@@ -30,10 +30,10 @@ from collections.abc import Iterator
 import common
 
 with common.instrumented("profiler"):
+    from profiler.capture.snapshots import read_snapshots
     from profiler.model import REASONS, RawSample
-    from profiler.objfile import ObjectCache
-    from profiler.snapshots import read_snapshots
-    from profiler.unwind import MAX_FRAMES, AddressSpace, Unwinder
+    from profiler.unwind.objfile import ObjectCache
+    from profiler.unwind.unwinder import MAX_FRAMES, AddressSpace, Unwinder
 
 TARGET = "unwind"
 MAX_LEN = 512

@@ -160,9 +160,9 @@ def test_container_target_gets_its_own_file(hostile: Path, tmp_path: Path) -> No
     import shutil
     import time
 
-    from profiler.objfile import ObjectFile
-    from profiler.process import ProcessTable
-    from profiler.symbolize import read_build_id
+    from profiler.symbolize.symbols import read_build_id
+    from profiler.unwind.objfile import ObjectFile
+    from profiler.unwind.process import ProcessTable
 
     a = tmp_path / "a.bin"
     p = tmp_path / "p.bin"

@@ -91,7 +91,7 @@ def profile_against_perf(tmp_path: Path, argv: list[str], warmup: float = 1.0,
 
 
 # The tops of Go's system stack: a chain sampled on g0 ends at the runtime function
-# that switched there (profiler.golang.frames.SWITCH_ENDS), as Go's traceback does.
+# that switched there (profiler.unwind.golang.frames.SWITCH_ENDS), as Go's traceback does.
 GO_STACK_TOPS = frozenset(f"runtime.{f}{abi}" for f in ("systemstack", "mcall", "morestack")
                           for abi in ("", ".abi0"))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.objfile import ObjectFile
+from profiler.unwind.objfile import ObjectFile
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SYSROOT_SCRIPT = REPO / "scripts" / "wild" / "fetch_arm64_sysroot.sh"

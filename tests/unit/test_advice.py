@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 
 from profiler.aggregate import Aggregator
-from profiler.objfile import ObjectCache, ObjectFile
-from profiler.session import ADVICE, summary
-from profiler.snapshots import read_snapshots
-from profiler.unwind import Unwinder
+from profiler.app.session import ADVICE, summary
+from profiler.capture.snapshots import read_snapshots
+from profiler.unwind.objfile import ObjectCache, ObjectFile
+from profiler.unwind.unwinder import Unwinder
 
 TESTS = Path(__file__).resolve().parent.parent
 GO = TESTS / "snapshots/wild/root/opt/sframe-prof-wild/go1.24.4/amd64/goroutines.stripped"

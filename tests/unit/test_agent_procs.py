@@ -22,7 +22,7 @@ from profiler.agent.procs import (
     read_cgroup,
 )
 from profiler.agent.windows import GroupKey, add_labels, group_key, window_index
-from profiler.objfile import ObjectFile
+from profiler.unwind.objfile import ObjectFile
 
 CID = "0123456789abcdef" * 4
 
@@ -276,8 +276,8 @@ def test_memory_pressure_drops_objects_and_symbols(tmp_path: Path) -> None:
 
 
 def test_evicted_objects_are_let_go_by_processes(tmp_path: Path) -> None:
-    from profiler.process import Process
-    from profiler.unwind import AddressSpace
+    from profiler.unwind.process import Process
+    from profiler.unwind.unwinder import AddressSpace
     path = os.path.realpath(sys.executable)
     table = BoundedProcessTable(proc=str(tmp_path), max_objects=1)
     a, b = open_object(path, path), open_object(path, path)

@@ -13,7 +13,7 @@ from profiler.agent.receiver import Receiver, parse_pyroscope_name
 from profiler.agent.sinks import DirectorySink, OtlpSink, PyroscopeSink, pyroscope_name
 from profiler.agent.spool import Spool
 from profiler.agent.windows import Shipment, Window, build_shipments, group_key
-from profiler.resolve import Resolver
+from profiler.symbolize.resolve import Resolver
 
 WINDOW_NS = 10_000_000_000
 

@@ -22,8 +22,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from profiler.model import Mapping
-from profiler.objfile import ObjectCache, ObjectFile, rule_shape
-from profiler.unwind import TAIL_BUDGET, TAIL_DEPTH, AddressSpace
+from profiler.unwind.objfile import ObjectCache, ObjectFile, rule_shape
+from profiler.unwind.unwinder import TAIL_BUDGET, TAIL_DEPTH, AddressSpace
 
 TARGETS = Path(__file__).parent.parent / "targets"
 LIBC_ROOT = Path(__file__).parent.parent / "snapshots" / "root" / "usr" / "lib" / "x86_64-linux-gnu"
@@ -273,7 +273,7 @@ def test_struct_readers_match_pyelftools() -> None:
             assert obj.exports(name + "_not") == [], (path, name)
         names += len(exports)
         # ... and by the whole-table scan used without one
-        from profiler.symbolize import dynamic_exports
+        from profiler.symbolize.symbols import dynamic_exports
         assert dynamic_exports(obj.elf, 1 << 20) == exports, path
     assert slots >= 1000 and names >= 5000
 

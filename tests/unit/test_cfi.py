@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profiler.cfi import CfiError, CfiTable
-from profiler.elf import ElfFile
-from profiler.rules import (
+from profiler.unwind.elf import ElfFile
+from profiler.unwind.rules import (
     LOC_CFA_DEREF,
     LOC_REG,
     LOC_REG_DEREF,

@@ -1,4 +1,4 @@
-"""profiler.demangle against c++filt (GNU binutils 2.40, libiberty) on real symbols.
+"""profiler.symbolize.demangle against c++filt (GNU binutils 2.40, libiberty) on real symbols.
 
 `c++filt -i` (no "implementation details") is the reference: it prints std::string for
 the Ss substitution like libstdc++'s __cxa_demangle, and hides Rust hashes and crate
@@ -19,7 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiler.demangle import demangle, demangle_itanium, demangle_rust_legacy, demangle_rust_v0
+from profiler.symbolize.demangle import (
+    demangle,
+    demangle_itanium,
+    demangle_rust_legacy,
+    demangle_rust_v0,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "symbolize"
 LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"

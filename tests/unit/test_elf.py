@@ -1,4 +1,4 @@
-"""profiler.elf against pyelftools (the reference), and on malformed files.
+"""profiler.unwind.elf against pyelftools (the reference), and on malformed files.
 
 Every field the reader decodes is compared with what pyelftools decodes from the same
 file: the ELF header, every program and section header, section and segment bytes
@@ -33,9 +33,9 @@ import pytest
 from elftools.elf import enums
 from elftools.elf.elffile import ELFFile
 
-from profiler import elf as E
-from profiler.elf import ElfError, ElfFile
-from profiler.objfile import ObjectError, ObjectFile
+from profiler.unwind import elf as E
+from profiler.unwind.elf import ElfError, ElfFile
+from profiler.unwind.objfile import ObjectError, ObjectFile
 
 TESTS = Path(__file__).resolve().parent.parent
 TARGET_FILES = sorted(p for p in (TESTS / "targets").glob("*/*")
@@ -322,7 +322,7 @@ def test_objects_of_other_classes_are_used_end_to_end(built: dict[str, Path]) ->
     """ObjectFile, the symbol table and the CFI reader on the built files: one code path
     for every class and byte order."""
     from profiler.cfi import CfiError, CfiTable
-    from profiler.symbolize import ElfSymbols, dynamic_exports
+    from profiler.symbolize.symbols import ElfSymbols, dynamic_exports
     seen = 0
     for name in ("i386-so", "aarch64be-so", "aarch64ilp32be-so", "x32-exe", "aarch64be-exe"):
         if name not in built:
@@ -438,7 +438,7 @@ def exercise(data: bytes) -> ElfFile | None:
 
 def _objfile(data: bytes) -> None:
     """ObjectFile over `data`: ObjectError or a usable object, nothing else."""
-    from profiler.symbolize import ElfSymbols
+    from profiler.symbolize.symbols import ElfSymbols
     try:
         obj = ObjectFile.from_bytes(data, "x.so")
     except ObjectError:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from profiler.model import Mapping, RawSample
-from profiler.objfile import ObjectCache, ObjectError, ObjectFile
-from profiler.unwind import Unwinder
+from profiler.unwind.objfile import ObjectCache, ObjectError, ObjectFile
+from profiler.unwind.unwinder import Unwinder
 
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
 
@@ -71,7 +71,7 @@ def test_capture_regressions_replay() -> None:
 
 
 def test_build_id_note_segment_past_2_63() -> None:
-    from profiler.symbolize import ElfSymbols, read_build_id
+    from profiler.symbolize.symbols import ElfSymbols, read_build_id
     obj = ObjectFile.from_bytes(regress("symbols", "build-id-note-huge-p-offset"), "/f/x.so")
     assert read_build_id(obj) == ""
     ElfSymbols.load(obj, debug_dirs=(), root=None)
@@ -81,7 +81,7 @@ class _DebugdataOnly:
     """The part of an ElfFile _mini_debuginfo uses: a .gnu_debugdata section."""
 
     def __init__(self, data: bytes) -> None:
-        from profiler.elf import SHT_PROGBITS, Section
+        from profiler.unwind.elf import SHT_PROGBITS, Section
         self.sec = Section(".gnu_debugdata", SHT_PROGBITS, 0, 0, len(data), 0, 0, 0, 1, 0, 0)
         self.data = data
 
@@ -93,7 +93,7 @@ class _DebugdataOnly:
 
 
 def test_minidebuginfo_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from profiler import symbolize
+    from profiler.symbolize import symbols as symbolize
     assert symbolize.MAX_MINIDEBUGINFO_BYTES <= 1 << 28
     monkeypatch.setattr(symbolize, "MAX_MINIDEBUGINFO_BYTES", 1 << 20)
 
@@ -109,7 +109,7 @@ def test_minidebuginfo_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_rust_v0_binder_with_a_huge_lifetime_count() -> None:
     # "G" + a base-62 count of billions: the binder loop ran for ever (not printing).
-    from profiler.demangle import demangle
+    from profiler.symbolize.demangle import demangle
     name = regress("demangle", "v0-binder-huge-lifetime-count").decode("utf-8",
                                                                          "surrogateescape")
     t0 = time.monotonic()
@@ -131,8 +131,8 @@ def test_header_tables_that_do_not_fit_the_file(target: str, name: str) -> None:
 def test_minidebuginfo_with_a_bad_header_table(tmp_path: Path) -> None:
     import io
 
-    from profiler import symbolize
-    from profiler.elf import ElfError, ElfFile
+    from profiler.symbolize import symbols as symbolize
+    from profiler.unwind.elf import ElfError, ElfFile
     inner = bytearray((CORPUS / "elf" / "seed-tiny-x86_64-exe").read_bytes())
     inner[0x36:0x38] = (0).to_bytes(2, "little")       # e_phentsize = 0
     with pytest.raises(ElfError, match="does not fit"):
@@ -148,8 +148,8 @@ def test_sframe_fres_per_function_bound() -> None:
     import json
     import struct as st
 
-    from profiler.sframe import constants as C
-    from profiler.sframe.section import SFrameError, SFrameSection
+    from profiler.unwind.sframe import constants as C
+    from profiler.unwind.sframe.section import SFrameError, SFrameSection
     case = Path(__file__).resolve().parent.parent / "data" / "sframe-testcases"
     d = bytearray(json.loads((case / "cfi-sframe-common-1-2.45.json").read_text())["content"])
     assert d[2] == 2 and st.unpack_from("<I", d, 8)[0] == 1      # V2, one function
@@ -181,7 +181,7 @@ def test_cfi_instruction_bound() -> None:
 
 def test_symbol_running_past_the_address_space() -> None:
     # A FUNC symbol near 2**64 with a size: its end overflowed the segment table.
-    from profiler.symbolize import ElfSymbols
+    from profiler.symbolize.symbols import ElfSymbols
     obj = ObjectFile.from_bytes(regress("symbols", "symbol-past-2-64"), "/f/x.so")
     es = ElfSymbols.load(obj, debug_dirs=(), root=None)
     assert all(start + size < 1 << 64 for start, size, _ in es.symbols())

@@ -1,4 +1,4 @@
-"""The Go function table reader (profiler.golang) against independent oracles.
+"""The Go function table reader (profiler.unwind.golang) against independent oracles.
 
 The Go test programs (tests/wild/src/go) are built by scripts/wild/build_go.sh with
 the host's Go 1.19 and the Debian Go 1.23 and 1.24 toolchains (scripts/wild/fetch_go.sh)
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from profiler import rules as R
-from profiler.golang.frames import OUTERMOST, GoFrames
-from profiler.golang.locate import find_pclntab
-from profiler.golang.pclntab import FLAG_TOPFRAME, GoPclnError, Pclntab
-from profiler.objfile import ObjectFile, rule_shape
-from profiler.symbolize import ElfSymbols
+from profiler.symbolize.symbols import ElfSymbols
+from profiler.unwind import rules as R
+from profiler.unwind.golang.frames import OUTERMOST, GoFrames
+from profiler.unwind.golang.locate import find_pclntab
+from profiler.unwind.golang.pclntab import FLAG_TOPFRAME, GoPclnError, Pclntab
+from profiler.unwind.objfile import ObjectFile, rule_shape
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "tests" / "wild" / "src" / "go"

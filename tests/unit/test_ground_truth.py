@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
-from profiler.objfile import ObjectCache
-from profiler.snapshots import read_snapshots
-from profiler.unwind import Unwinder
+from profiler.unwind.objfile import ObjectCache
+from profiler.unwind.unwinder import Unwinder
 
 SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 ROOT = SNAPSHOTS / "root"
@@ -125,8 +125,8 @@ def test_bounded_memos_change_nothing(monkeypatch: pytest.MonkeyPatch,
                                       results: dict[str, list[Any]]) -> None:
     """With tiny memo limits (they restart constantly) every chain is the same, and no
     memo ever holds more than its limit."""
-    import profiler.objfile as objfile
-    import profiler.unwind as unwind
+    import profiler.unwind.objfile as objfile
+    import profiler.unwind.unwinder as unwind
     monkeypatch.setattr(unwind, "MEMO_LIMIT", 8)
     monkeypatch.setattr(unwind, "SUFFIX_STATES", 8)
     monkeypatch.setattr(unwind, "STRUCTS_KEPT", 8)

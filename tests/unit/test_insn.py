@@ -1,4 +1,4 @@
-"""The x86_64 length decoder (profiler.insn) against objdump, function by function.
+"""The x86_64 length decoder (profiler.unwind.insn) against objdump, function by function.
 
 Every function (FDE) of the committed libc and ld.so and of every x86_64 test binary
 is decoded from its first byte; the instruction starts, the direct call and jump
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler import insn
-from profiler.objfile import ObjectFile
+from profiler.unwind import insn
+from profiler.unwind.objfile import ObjectFile
 
 TESTS = Path(__file__).parent.parent
 LIBS = TESTS / "snapshots" / "root" / "usr" / "lib" / "x86_64-linux-gnu"

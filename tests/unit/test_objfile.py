@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from profiler.objfile import ObjectFile
-from profiler.sframe.dump import dump_section
+from profiler.unwind.objfile import ObjectFile
+from profiler.unwind.sframe.dump import dump_section
 
 TARGETS = Path(__file__).parent.parent / "targets"
 V3 = TARGETS / "v3sid-x86_64-O2" / "prog"     # binutils 2.47: SHT_GNU_SFRAME

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from profiler.app.session import Options, check_outputs, write_outputs
 from profiler.errors import SframeProfError
 from profiler.model import Location, MappingInfo, ProfileData, StackSample
-from profiler.session import Options, check_outputs, write_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,9 @@ def test_wheel_contents(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("profiler/bpf/sample.bpf.c", "profiler/bpf/sample.h",
                    "profiler/emit/flamegraph_template.html", "profiler/proto/profile_pb2.py",
-                   "profiler/proto/capture_pb2.py", "profiler/cli.py"):
+                   "profiler/proto/capture_pb2.py", "profiler/app/cli.py"):
         assert needed in names, needed
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry
     text = zipfile.ZipFile(wheel).read(entry[0]).decode()
-    assert "sframe-prof = profiler.cli:main" in text
+    assert "sframe-prof = profiler.app.cli:main" in text

@@ -41,12 +41,12 @@ from hypothesis import strategies as st
 from test_ground_truth import mismatch
 from test_insn import listing
 
+from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
-from profiler.objfile import ObjectCache, ObjectFile
-from profiler.sframe import constants as C
-from profiler.sframe.section import SFrameError, SFrameSection
-from profiler.snapshots import read_snapshots
-from profiler.unwind import AddressSpace, Unwinder
+from profiler.unwind.objfile import ObjectCache, ObjectFile
+from profiler.unwind.sframe import constants as C
+from profiler.unwind.sframe.section import SFrameError, SFrameSection
+from profiler.unwind.unwinder import AddressSpace, Unwinder
 
 SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 ROOT = SNAPSHOTS / "root"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler import report as report_mod
+from profiler.app import report as report_mod
 from profiler.capture.recording import CaptureHeader, CaptureWriter, PackedSamples
+from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample
-from profiler.snapshots import read_snapshots
 
 SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 

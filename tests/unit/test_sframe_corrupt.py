@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profiler.sframe.dump import dump_section
-from profiler.sframe.section import SFrameError, SFrameSection
+from profiler.unwind.sframe.dump import dump_section
+from profiler.unwind.sframe.section import SFrameError, SFrameSection
 
 CASES = Path(__file__).parent.parent / "data" / "sframe-testcases"
 SEEDS = [
@@ -117,7 +117,7 @@ def test_cli_reports_corrupt_file(tmp_path: Path) -> None:
     """sframe-dump on an ELF whose .sframe is damaged: one line, exit status 1."""
     src = Path(__file__).parent.parent / "targets" / "v3sid-x86_64-O2" / "prog"
     blob = bytearray(src.read_bytes())
-    from profiler.objfile import ObjectFile
+    from profiler.unwind.objfile import ObjectFile
     addr, offset, size = ObjectFile.open(str(src)).find_sframe_location() or (0, 0, 0)
     assert size
     blob[offset + 2] = 7  # unknown version

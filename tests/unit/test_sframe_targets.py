@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.objfile import ObjectFile
-from profiler.sframe.dump import dump_section
+from profiler.unwind.objfile import ObjectFile
+from profiler.unwind.sframe.dump import dump_section
 
 TARGETS = Path(__file__).parent.parent / "targets"
 PAIRS = sorted(

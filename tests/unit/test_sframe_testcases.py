@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler.sframe import constants as C
-from profiler.sframe.dump import dump_section
-from profiler.sframe.section import SFrameSection
+from profiler.unwind.sframe import constants as C
+from profiler.unwind.sframe.dump import dump_section
+from profiler.unwind.sframe.section import SFrameSection
 
 CASES = sorted((Path(__file__).parent.parent / "data" / "sframe-testcases").glob("*.json"))
 

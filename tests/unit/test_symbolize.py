@@ -1,4 +1,4 @@
-"""profiler.symbolize against binutils on real binaries.
+"""profiler.symbolize.symbols against binutils on real binaries.
 
 Oracles: `readelf -sW` lists the symbols (value, size, type, binding, section) and
 `addr2line -f` names addresses in files that have a .symtab.  addr2line runs on a
@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from profiler.demangle import demangle
-from profiler.objfile import ObjectFile
-from profiler.symbolize import ElfSymbols, KernelSymbols, PerfMap, read_build_id
+from profiler.symbolize.demangle import demangle
+from profiler.symbolize.symbols import ElfSymbols, KernelSymbols, PerfMap, read_build_id
+from profiler.unwind.objfile import ObjectFile
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "symbolize"
 TARGETS = Path(__file__).resolve().parent.parent / "targets"

@@ -34,10 +34,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
-from profiler.objfile import ObjectCache
-from profiler.snapshots import read_snapshots
-from profiler.unwind import Unwinder
+from profiler.unwind.objfile import ObjectCache
+from profiler.unwind.unwinder import Unwinder
 
 REPO = Path(__file__).resolve().parent.parent.parent
 WILD = REPO / "tests" / "snapshots" / "wild"

@@ -140,8 +140,8 @@ for f in "${MAPPED[@]}"; do
 done
 "$PY" - "$OUT/root" "${MAPPED[@]}" <<'EOF' || fail "copying the debug files failed"
 import os, shutil, sys
-from profiler.objfile import ObjectFile
-from profiler.symbolize import read_build_id
+from profiler.unwind.objfile import ObjectFile
+from profiler.symbolize.symbols import read_build_id
 root = sys.argv[1]
 for path in sys.argv[2:]:
     try:

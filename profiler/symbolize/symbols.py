@@ -24,7 +24,7 @@ address in no symbol (padding, or a local function that only a full symbol table
 would name) has no name: lookup returns None and the caller keeps module + offset.
 
 The table is a sorted array of segment starts searched with bisect: O(log n) per
-lookup.  Names are demangled (profiler.demangle) on lookup, with a cache.
+lookup.  Names are demangled (profiler.symbolize.demangle) on lookup, with a cache.
 
 KernelSymbols reads /proc/kallsyms (real addresses as root; all-zero addresses mean
 kptr_restrict hides them and the table reports itself unavailable).  PerfMap reads
@@ -43,8 +43,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import BinaryIO
 
-from profiler.demangle import demangle
-from profiler.elf import (
+from profiler.symbolize.demangle import demangle
+from profiler.unwind.elf import (
     SHF_EXECINSTR,
     SHN_ABS,
     SHN_LORESERVE,
@@ -59,8 +59,8 @@ from profiler.elf import (
     ElfFile,
     c_string,
 )
-from profiler.golang.pclntab import Pclntab
-from profiler.objfile import ObjectFile
+from profiler.unwind.golang.pclntab import Pclntab
+from profiler.unwind.objfile import ObjectFile
 
 __all__ = ["ElfSymbols", "KernelSymbols", "PerfMap", "read_build_id"]
 
@@ -361,7 +361,7 @@ class ElfSymbols:
     def source_line(self, vaddr: int) -> tuple[str, int] | None:
         """(file, line) of a link-time address in Go code, from .gopclntab (Go
         binaries keep it when stripped), or None."""
-        from profiler.golang.pclntab import GoPclnError
+        from profiler.unwind.golang.pclntab import GoPclnError
         if self._go is None:
             return None
         try:
@@ -382,7 +382,7 @@ def _go_functions(obj: ObjectFile, stripped: bool, out: list[_Candidate],
     package-qualified name and exact [entry, end).  With a .symtab that is used
     instead: it names the same functions (generics with their type arguments, which
     .gopclntab shortens to "[...]") and the C code of cgo programs as well."""
-    from profiler.golang.pclntab import GoPclnError
+    from profiler.unwind.golang.pclntab import GoPclnError
     table = obj.gopclntab
     if obj.go_error:
         errors.append(obj.go_error)

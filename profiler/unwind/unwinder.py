@@ -18,10 +18,10 @@ import bisect
 import struct
 from collections.abc import Callable
 
-from profiler import insn
-from profiler import rules as R
 from profiler.model import Frame, Mapping, RawSample, UnwoundStack
-from profiler.objfile import ObjectCache, ObjectFile, is_sigreturn_at
+from profiler.unwind import insn
+from profiler.unwind import rules as R
+from profiler.unwind.objfile import ObjectCache, ObjectFile, is_sigreturn_at
 
 MAX_FRAMES = 512
 # Entries per memo of unwind decisions (per pc, per return address, per call edge):
@@ -41,7 +41,7 @@ _Suffix = tuple[int, struct.Struct, tuple[int, ...], "int | None", "tuple[Frame,
 _U64 = struct.Struct("<Q")
 
 # The top of a Go system stack: a caller frame in runtime.systemstack, mcall or
-# morestack, which switched stacks before calling (profiler.golang.frames).
+# morestack, which switched stacks before calling (profiler.unwind.golang.frames).
 _SWITCH_END = R.Rule(-1, 0, False, R.LOC_UNDEFINED, 0, 0, R.LOC_SAME, 0, 0)
 
 # Failed checks that a walk goes past (the step itself was computed from the data):
@@ -153,7 +153,7 @@ class AddressSpace:
         """Whether `ra` is a return address a language runtime plants by design, with
         no call before it: Go's runtime.goexit + PCQuantum under every goroutine,
         and runtime.systemstack_switch, where cgocallback resumes the Go frames that
-        called into C (profiler.golang)."""
+        called into C (profiler.unwind.golang)."""
         obj, bias = self.object_for(m)
         return obj is not None and (obj.designed_return(ra - bias)
                                     or obj.go_switch_return(ra - bias))
@@ -410,7 +410,7 @@ class Unwinder:
                reads: list[int] | None = None) -> UnwoundStack:
         """Unwind one sample.  `reads`, if given, receives the offset into the stack
         copy of every 8-byte word whose value the walk used: the chain depends on the
-        registers, the address space and those words only (profiler.session.UnwindMemo).
+        registers, the address space and those words only (profiler.app.session.UnwindMemo).
         A word read but never used is left out: a saved frame pointer that no later
         rule bases a CFA on (at -O2 on x86_64 RBP holds data), or a register restored
         from a signal frame that no rule reads."""

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from profiler import insn
-from profiler import rules as R
-from profiler.golang.pclntab import FLAG_SPWRITE, FLAG_TOPFRAME, GoFunc, Pclntab
-from profiler.rules import Rule
+from profiler.unwind import insn
+from profiler.unwind import rules as R
+from profiler.unwind.golang.pclntab import FLAG_SPWRITE, FLAG_TOPFRAME, GoFunc, Pclntab
+from profiler.unwind.rules import Rule
 
 OUTERMOST = frozenset({"goexit", "mstart", "rt0_go"})
 # SPWRITE functions whose return address, in a caller frame, is always on the system

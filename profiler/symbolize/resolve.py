@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from profiler.aggregate import Aggregator, Entry
 from profiler.model import Location, MappingInfo, ProfileData, StackSample
-from profiler.objfile import ObjectFile
+from profiler.unwind.objfile import ObjectFile
 
 if TYPE_CHECKING:
-    from profiler.symbolize import ElfSymbols, KernelSymbols, PerfMap
+    from profiler.symbolize.symbols import ElfSymbols, KernelSymbols, PerfMap
 
 KERNEL_MAPPING = MappingInfo(0xFFFF000000000000, 0xFFFFFFFFFFFFFFFF, 0, "[kernel.kallsyms]")
 UNKNOWN_MAPPING_PATH = "[unknown]"
@@ -48,7 +48,7 @@ class Resolver:
     def symbols(self, obj: ObjectFile) -> ElfSymbols | None:
         key = obj   # the object itself: an id() could be reused by a later object
         if key not in self._symbols:
-            from profiler.symbolize import ElfSymbols
+            from profiler.symbolize.symbols import ElfSymbols
             try:
                 self._symbols[key] = ElfSymbols.load(obj, self.debug_dirs, self.root)
             except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
@@ -57,7 +57,7 @@ class Resolver:
 
     def kernel(self) -> KernelSymbols | None:
         if self._kernel is None and self._kallsyms:
-            from profiler.symbolize import KernelSymbols
+            from profiler.symbolize.symbols import KernelSymbols
             try:
                 self._kernel = KernelSymbols.load(self._kallsyms)
             except OSError:
@@ -68,7 +68,7 @@ class Resolver:
         if not self.use_perf_maps:
             return None
         if pid not in self._perf_maps:
-            from profiler.symbolize import PerfMap
+            from profiler.symbolize.symbols import PerfMap
             try:
                 self._perf_maps[pid] = PerfMap.load(pid, self.root)
             except OSError:

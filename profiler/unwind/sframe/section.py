@@ -7,7 +7,7 @@ defect.  Frame row entries (FREs) are decoded per function on first use and
 memoized; a defect there raises `SFrameError` for that function only.
 
 `find_rule(pc)` answers the unwinder's question for a link-time pc with a
-format-neutral `Rule` (see profiler/rules.py), or None when no function covers pc.
+format-neutral `Rule` (see profiler/unwind/rules.py), or None when no function covers pc.
 Field names follow binutils' include/sframe.h.
 """
 
@@ -18,9 +18,9 @@ import struct
 from array import array
 from typing import NamedTuple
 
-from profiler import rules
-from profiler.rules import Rule
-from profiler.sframe import constants as C
+from profiler.unwind import rules
+from profiler.unwind.rules import Rule
+from profiler.unwind.sframe import constants as C
 
 
 class SFrameError(Exception):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import struct
 
-from profiler.elf import PT_LOAD, SHT_RELA, ElfError, ElfFile
-from profiler.golang.pclntab import MAGIC_118, MAGIC_120, GoPclnError, Pclntab
+from profiler.unwind.elf import PT_LOAD, SHT_RELA, ElfError, ElfFile
+from profiler.unwind.golang.pclntab import MAGIC_118, MAGIC_120, GoPclnError, Pclntab
 
 SECTION_NAMES = (".gopclntab", ".data.rel.ro.gopclntab")
 MAX_SCAN = 256 << 20          # bytes of segments searched for a table without a section

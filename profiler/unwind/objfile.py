@@ -1,11 +1,11 @@
 """One mapped ELF object: its load segments, unwind tables and code bytes.
 
-profiler.elf is the container reader: it finds the segments and sections.  The
+profiler.unwind.elf is the container reader: it finds the segments and sections.  The
 `.sframe` section is found by name, by section type SHT_GNU_SFRAME or by the
-PT_GNU_SFRAME program header, and decoded by profiler.sframe.  `.eh_frame` /
+PT_GNU_SFRAME program header, and decoded by profiler.unwind.sframe.  `.eh_frame` /
 `.debug_frame` CFI comes from profiler.cfi and is loaded only when needed.  In a Go
 executable the Go text is described by the runtime's own `.gopclntab`
-(profiler.golang), which is kept by stripped builds too.
+(profiler.unwind.golang), which is kept by stripped builds too.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
-from profiler import insn, rules
-from profiler.elf import (
+from profiler.unwind import insn, rules
+from profiler.unwind.elf import (
     PT_GNU_SFRAME,
     PT_LOAD,
     SHF_ALLOC,
@@ -32,13 +32,13 @@ from profiler.elf import (
     ElfFile,
     Section,
 )
-from profiler.rules import Rule
-from profiler.sframe.section import SFrameError, SFrameSection
+from profiler.unwind.rules import Rule
+from profiler.unwind.sframe.section import SFrameError, SFrameSection
 
 if TYPE_CHECKING:
     from profiler.cfi import CfiTable
-    from profiler.golang.frames import GoFrames
-    from profiler.golang.pclntab import GoFunc, Pclntab
+    from profiler.unwind.golang.frames import GoFrames
+    from profiler.unwind.golang.pclntab import GoFunc, Pclntab
 
 
 class ObjectError(Exception):
@@ -46,7 +46,7 @@ class ObjectError(Exception):
 
 
 # Bounds on what one file can make us read or keep (the header tables are bounded by
-# profiler.elf: MAX_SEGMENTS, MAX_SECTIONS).
+# profiler.unwind.elf: MAX_SEGMENTS, MAX_SECTIONS).
 MAX_RELOCS = 1 << 20     # dynamic relocations or .dynsym entries read per file
 MAX_DECODED = 4096       # functions whose decoded code is kept per file
 MAX_MEMO = 1 << 17       # memoized rule lookups per file
@@ -249,7 +249,7 @@ class ObjectFile:
             # Go text: the runtime's own table (Go's .debug_frame is generated from
             # it, and has no rows for some runtime functions).  No rule here means
             # none is right (an SP-writing function): the CFI would not have one.
-            from profiler.golang.pclntab import GoPclnError
+            from profiler.unwind.golang.pclntab import GoPclnError
             if self.go_switch_return(vaddr + 1):
                 vaddr += 1   # the planted pc is a function's entry: vaddr + 1 is its frame
             try:
@@ -498,7 +498,7 @@ class ObjectFile:
                 self._export_memo[name] = found
                 return found
         if self._exports is None:
-            from profiler.symbolize import dynamic_exports
+            from profiler.symbolize.symbols import dynamic_exports
             try:
                 self._exports = dynamic_exports(self.elf, MAX_RELOCS)
             except ElfError:
@@ -563,9 +563,9 @@ class ObjectFile:
         reason in `go_error` if the table is damaged)."""
         if not self._go_loaded:
             self._go_loaded = True
-            from profiler.golang.frames import GoFrames
-            from profiler.golang.locate import find_pclntab
-            from profiler.golang.pclntab import GoPclnError
+            from profiler.unwind.golang.frames import GoFrames
+            from profiler.unwind.golang.locate import find_pclntab
+            from profiler.unwind.golang.pclntab import GoPclnError
             try:
                 table = find_pclntab(self.elf, self.name)
             except GoPclnError as exc:
@@ -582,7 +582,7 @@ class ObjectFile:
 
     def go_function(self, vaddr: int) -> GoFunc | None:
         """The Go function (from .gopclntab) holding link-time `vaddr`, if any."""
-        from profiler.golang.pclntab import GoPclnError
+        from profiler.unwind.golang.pclntab import GoPclnError
         table = self.gopclntab
         if table is None:
             return None
@@ -595,7 +595,7 @@ class ObjectFile:
         """The runtime function with that funcID ("goexit"), found once by name."""
         if funcid in self._go_specials:
             return self._go_specials[funcid]
-        from profiler.golang.pclntab import GoPclnError
+        from profiler.unwind.golang.pclntab import GoPclnError
         found = None
         table = self.gopclntab
         try:
@@ -610,9 +610,9 @@ class ObjectFile:
         return found
 
     def go_stack_switch(self, vaddr: int) -> str:
-        """profiler.golang.frames.GoFrames.stack_switch at link-time `vaddr` ("" for
+        """profiler.unwind.golang.frames.GoFrames.stack_switch at link-time `vaddr` ("" for
         a file without Go text or a damaged table)."""
-        from profiler.golang.pclntab import GoPclnError
+        from profiler.unwind.golang.pclntab import GoPclnError
         go = self.go_frames
         if go is None or not go.table.covers(vaddr):
             return ""

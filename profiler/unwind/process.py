@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from profiler.model import Mapping
-from profiler.objfile import ObjectCache, ObjectError, ObjectFile
-from profiler.unwind import AddressSpace
+from profiler.unwind.objfile import ObjectCache, ObjectError, ObjectFile
+from profiler.unwind.unwinder import AddressSpace
 
 REFRESH_INTERVAL_S = 0.005
 

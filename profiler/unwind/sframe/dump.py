@@ -6,8 +6,8 @@ be compared line by line with what binutils prints for the same file.
 
 from __future__ import annotations
 
-from profiler.sframe import constants as C
-from profiler.sframe.section import FDE, FRE, SFrameSection
+from profiler.unwind.sframe import constants as C
+from profiler.unwind.sframe.section import FDE, FRE, SFrameSection
 
 _FLAG_NAMES = (
     (C.SFRAME_F_FDE_SORTED, "SFRAME_F_FDE_SORTED"),

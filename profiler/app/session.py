@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from profiler.aggregate import Aggregator
 from profiler.errors import SframeProfError
 from profiler.model import ProfileData, RawSample
-from profiler.objfile import ObjectCache
-from profiler.process import Process, ProcessTable, pid_alive
-from profiler.resolve import Resolver
-from profiler.unwind import AddressSpace, Unwinder, struct_for
+from profiler.symbolize.resolve import Resolver
+from profiler.unwind.objfile import ObjectCache
+from profiler.unwind.process import Process, ProcessTable, pid_alive
+from profiler.unwind.unwinder import AddressSpace, Unwinder, struct_for
 
 if TYPE_CHECKING:
     from profiler.capture.bcc_source import BpfRecord, BpfSampler
@@ -562,7 +562,7 @@ class LiveSession:
         pay for reading kallsyms): `report` then needs no kallsyms of this machine."""
         if not self.kernel_pcs:
             return
-        from profiler.symbolize import KernelSymbols
+        from profiler.symbolize.symbols import KernelSymbols
         ks = KernelSymbols.load()
         if not ks.available:
             return
@@ -579,7 +579,7 @@ class LiveSession:
         if self.recorded_maps.get(proc.pid) == proc.generation:
             return
         self.recorded_maps[proc.pid] = proc.generation
-        from profiler.symbolize import read_build_id
+        from profiler.symbolize.symbols import read_build_id
         idents: list[FileIdentity | None] = []
         for m in proc.mappings:
             ident = proc.identities.get(m.start)

@@ -19,11 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler.aggregate import Aggregator
-from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
-from profiler.model import Mapping, RawSample
-from profiler.objfile import ObjectCache, ObjectFile
-from profiler.resolve import Resolver
-from profiler.session import (
+from profiler.app.session import (
     REFRESH_REASONS,
     Options,
     Pipeline,
@@ -31,8 +27,12 @@ from profiler.session import (
     summary,
     write_outputs,
 )
-from profiler.symbolize import read_build_id
-from profiler.unwind import AddressSpace, Unwinder
+from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
+from profiler.model import Mapping, RawSample
+from profiler.symbolize.resolve import Resolver
+from profiler.symbolize.symbols import read_build_id
+from profiler.unwind.objfile import ObjectCache, ObjectFile
+from profiler.unwind.unwinder import AddressSpace, Unwinder
 
 
 def report(args: argparse.Namespace) -> int:

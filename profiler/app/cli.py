@@ -18,14 +18,14 @@ import sys
 from collections.abc import Sequence
 
 from profiler.errors import SframeProfError
-from profiler.objfile import ObjectError, ObjectFile
-from profiler.sframe.section import SFrameError
+from profiler.unwind.objfile import ObjectError, ObjectFile
+from profiler.unwind.sframe.section import SFrameError
 
 SUBCOMMANDS = ("record", "report", "sframe-dump", "unwind-snapshots")
 
 
 def cmd_sframe_dump(args: argparse.Namespace) -> int:
-    from profiler.sframe.dump import dump_section
+    from profiler.unwind.sframe.dump import dump_section
     obj = ObjectFile.open(args.file)
     sec = obj.sframe
     if sec is None:
@@ -39,9 +39,9 @@ def cmd_sframe_dump(args: argparse.Namespace) -> int:
 def cmd_unwind_snapshots(args: argparse.Namespace) -> int:
     import json
 
-    from profiler.objfile import ObjectCache
-    from profiler.snapshots import read_snapshots, result_json
-    from profiler.unwind import Unwinder
+    from profiler.capture.snapshots import read_snapshots, result_json
+    from profiler.unwind.objfile import ObjectCache
+    from profiler.unwind.unwinder import Unwinder
     unwinder = Unwinder(ObjectCache(args.root))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     n = reliable = 0
@@ -142,7 +142,7 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _options(args: argparse.Namespace, command: list[str], record: str | None = None) -> object:
-    from profiler.session import Options
+    from profiler.app.session import Options
     return Options(pids=args.pid, system_wide=args.system_wide, freq=args.freq,
                    duration=args.duration, stack_size=args.stack_size, event=args.event,
                    output=None if record else args.output,
@@ -162,7 +162,7 @@ def _check_target(args: argparse.Namespace, command: list[str],
 
 
 def cmd_profile(argv: list[str]) -> int:
-    from profiler.session import LiveSession
+    from profiler.app.session import LiveSession
     own, command = _split_command(argv)
     parser = profile_parser()
     args = parser.parse_args(own)
@@ -171,7 +171,7 @@ def cmd_profile(argv: list[str]) -> int:
 
 
 def cmd_record(argv: list[str]) -> int:
-    from profiler.session import LiveSession
+    from profiler.app.session import LiveSession
     own, command = _split_command(argv)
     p = argparse.ArgumentParser(
         prog="sframe-prof record",
@@ -187,7 +187,7 @@ def cmd_record(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from profiler.report import report
+    from profiler.app.report import report
     p = argparse.ArgumentParser(
         prog="sframe-prof report",
         description="Unwind and symbolize a capture made by `sframe-prof record`.")
@@ -206,7 +206,7 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def tools_parser() -> argparse.ArgumentParser:
-    from profiler.sframe.dump import COMPAT
+    from profiler.unwind.sframe.dump import COMPAT
     p = argparse.ArgumentParser(prog="sframe-prof")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("sframe-dump", help="print a file's .sframe like objdump --sframe")
