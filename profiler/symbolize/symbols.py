@@ -48,7 +48,6 @@ from profiler.unwind.elf import (
     SHF_EXECINSTR,
     SHN_ABS,
     SHN_LORESERVE,
-    SHN_UNDEF,
     SHT_DYNSYM,
     SHT_NOBITS,
     SHT_SYMTAB,
@@ -57,7 +56,6 @@ from profiler.unwind.elf import (
     STT_NOTYPE,
     ElfError,
     ElfFile,
-    c_string,
 )
 from profiler.unwind.golang.pclntab import Pclntab
 from profiler.unwind.objfile import ObjectFile
@@ -230,24 +228,6 @@ def _collect(elf: ElfFile, which: Iterable[str], out: list[_Candidate],
         if len(out) > before:
             used.append(secname)
     return used
-
-
-def dynamic_exports(elf: ElfFile,
-                    limit: int = MAX_SYMBOLS) -> dict[str, list[tuple[int, bool]]]:
-    """{name: [(link-time value, is an ifunc), ...]} of the defined, nonzero entries
-    among the first `limit` of `.dynsym` ({} when there is none).  ElfError when the
-    table or its strings are damaged."""
-    out: dict[str, list[tuple[int, bool]]] = {}
-    sec = elf.find_section(".dynsym")
-    if sec is None or sec.sh_type != SHT_DYNSYM:
-        return out
-    rows = elf.read_symbols(sec, limit)
-    strtab = elf.section_data(elf.linked_section(sec))
-    for noff, value, _size, info, _other, shndx in rows:
-        if shndx == SHN_UNDEF or not value:
-            continue
-        out.setdefault(c_string(strtab, noff), []).append((value, info & 0xF == STT_GNU_IFUNC))
-    return out
 
 
 # -- ELF symbols --------------------------------------------------------------------

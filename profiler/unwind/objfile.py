@@ -26,12 +26,12 @@ from profiler.unwind.elf import (
     SHT_GNU_SFRAME,
     SHT_REL,
     SHT_RELA,
-    STT_FUNC,
     STT_GNU_IFUNC,
     ElfError,
     ElfFile,
     Section,
 )
+from profiler.unwind.elfsyms import dynamic_exports, sized_functions
 from profiler.unwind.rules import Rule
 from profiler.unwind.sframe.section import SFrameError, SFrameSection
 
@@ -207,20 +207,7 @@ class ObjectFile:
         """(start, size) of the sized STT_FUNC symbol (.symtab, else .dynsym) that
         holds link-time `vaddr`."""
         if self._func_syms is None:
-            found: list[tuple[int, int]] = []
-            for secname in (".symtab", ".dynsym"):
-                sec = self.elf.find_section(secname)
-                if sec is None:
-                    continue
-                try:
-                    rows = self.elf.read_symbols(sec, MAX_RELOCS)
-                except ElfError:
-                    continue
-                found = sorted({(value, size) for _n, value, size, info, _o, shndx in rows
-                                if info & 0xF == STT_FUNC and size and shndx != SHN_UNDEF})
-                if found:
-                    break
-            self._func_syms = found
+            self._func_syms = sized_functions(self.elf, MAX_RELOCS)
         i = bisect.bisect_right(self._func_syms, (vaddr, 1 << 64)) - 1
         if i >= 0 and vaddr < self._func_syms[i][0] + self._func_syms[i][1]:
             return self._func_syms[i]
@@ -498,7 +485,6 @@ class ObjectFile:
                 self._export_memo[name] = found
                 return found
         if self._exports is None:
-            from profiler.symbolize.symbols import dynamic_exports
             try:
                 self._exports = dynamic_exports(self.elf, MAX_RELOCS)
             except ElfError:

@@ -273,7 +273,7 @@ def test_struct_readers_match_pyelftools() -> None:
             assert obj.exports(name + "_not") == [], (path, name)
         names += len(exports)
         # ... and by the whole-table scan used without one
-        from profiler.symbolize.symbols import dynamic_exports
+        from profiler.unwind.elfsyms import dynamic_exports
         assert dynamic_exports(obj.elf, 1 << 20) == exports, path
     assert slots >= 1000 and names >= 5000
 
