@@ -3,7 +3,7 @@
 Only unique stacks are symbolized later (profiler/symbolize/resolve.py), once each.
 
 A profile has many samples and few distinct chains, and the unwinder's memo
-(profiler.app.session.UnwindMemo) hands back the very same UnwoundStack object for a
+(profiler.unwind.memo.UnwindMemo) hands back the very same UnwoundStack object for a
 repeated chain; what a sample adds to the statistics is derived once per such object
 and the per-binary tallies are folded in when they are read.
 """

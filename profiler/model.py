@@ -59,46 +59,12 @@ class UnwoundStack(NamedTuple):
 
     frames: tuple[Frame, ...]
     reliable: bool
-    reason: str  # "" when reliable, else one of REASONS
+    reason: str  # "" when reliable, else a code of profiler.reasons
     # Index of the first frame in doubt: the walk went past a failed check (or
     # stepped without unwind data) to find it, so it and every frame after it may
     # be wrong.  len(frames) when every frame shown is right (a reliable chain, or
     # one that stops early); -1 when not known (older callers).
     doubt: int = -1
-
-
-# Stable reason codes for unreliable chains.  Never change or reuse a code.
-REASONS = {
-    "no-unwind-info": "a pc had neither SFrame nor CFI data; the rest was walked with "
-                      "frame pointers (or the walk stopped)",
-    "stack-truncated": "a read fell outside the copied stack bytes",
-    "cfa-not-increasing": "a step did not move the CFA up the stack",
-    "cfa-misaligned": "a CFA was not aligned to the ABI's stack alignment",
-    "ra-not-executable": "a return address is not in an executable mapping (or is 0)",
-    "trampoline": "a return address points into a trampoline such as [uprobes]",
-    "bad-sframe": "the object's .sframe section is corrupt",
-    "bad-cfi": "the object's .eh_frame/.debug_frame is corrupt",
-    "pc-not-mapped": "the sampled pc is not in an executable mapping",
-    "object-unavailable": "a mapped file could not be opened or parsed",
-    "ra-in-lr": "unwind data says the RA is in the link register below frame 0",
-    "register-rule": "unwind data needs a register value that is only known in frame 0",
-    "unsupported-rule": "the CFI row uses an expression the unwinder does not evaluate",
-    "too-deep": "the chain exceeded the frame limit",
-    "ra-above-cfa": "unwind data saves the RA at or above the CFA, so the CFA is not the "
-                    "caller's stack pointer",
-    "ra-not-after-call": "a return address does not follow a call instruction (a corrupt "
-                         "stack word or unwind row)",
-    "call-mismatch": "a return address follows a direct call to a function that neither "
-                     "is nor jumps to the function of the frame below (a corrupt stack "
-                     "word or unwind row)",
-    "bad-signal-pc": "the interrupted pc saved in a signal frame is not the start of an "
-                     "instruction",
-    "tables-disagree": "the .sframe and .eh_frame rows for a pc differ, so one of them "
-                       "is wrong",
-    "go-stack-switch": "a Go runtime function that may have switched stacks "
-                       "(asmcgocall, gogo, ...): the rest of the chain is on a stack "
-                       "the copy does not hold",
-}
 
 
 # -- after symbolization: what the aggregate and emit stages see ------------------
@@ -151,3 +117,7 @@ class ProfileData:
     start_ns: int        # wall-clock start, ns since the epoch
     duration_ns: int
     comments: list[str] = field(default_factory=list)
+    # Labels of the whole profile (the agent's host, service, ...): the pprof writer
+    # puts each one on every sample, as a string label, unless the sample has that key
+    # already; empty values and "pid" (a sample's own number) are left out.
+    labels: dict[str, str] = field(default_factory=dict)

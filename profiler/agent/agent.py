@@ -18,9 +18,9 @@ import ctypes
 import gc
 import logging
 import os
-import signal
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from profiler.agent import agent_version
@@ -45,8 +45,10 @@ from profiler.agent.reader import Reader
 from profiler.agent.sinks import DirectorySink, HttpSink, OtlpSink, PyroscopeSink
 from profiler.agent.spool import Spool
 from profiler.agent.windows import Clock, Window, build_shipments, group_key
-from profiler.app.session import Pipeline, machine_arch
-from profiler.model import RawSample
+from profiler.app.options import machine_arch
+from profiler.app.pipeline import Pipeline
+from profiler.app.sampling import SamplingLoop
+from profiler.capture.records import raw_sample
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.unwinder import Unwinder
 
@@ -54,7 +56,7 @@ log = logging.getLogger("sframe-prof.agent")
 
 GRACE_NS = 300_000_000          # wait this long after a window's end for its last samples
 POLL_MS = 100                   # the reader thread's wait on the BPF buffer
-CONSUME_S = 0.25                # the main loop's: it unwinds what the reader read, in batches
+CONSUME_MS = 250                # the main loop's: it unwinds what the reader read, in batches
 
 
 def limit_arenas() -> None:
@@ -180,13 +182,15 @@ class Agent:
         self.start_wall = 0
         self.totals = Totals()
         self.last_lost = 0
-        self.stop = False
         self.run_id = f"{int(time.time() * 1000):013d}"
         self.started = time.time()
         self.sinks: list[Any] = []
         self.meter: ResourceMeter | None = None
         self.last_metrics = WindowMetrics()
         self.sampler: Any = None
+        self.loop: SamplingLoop | None = None
+        self.scanner: TargetScanner | None = None
+        self.next_scan = 0.0
         self.reader: Reader | None = None
         self.last_shrink = 0.0
         self.pac_mask: int | None = None
@@ -253,9 +257,8 @@ class Agent:
         gc.freeze()
         gc.set_threshold(20000, 20, 20)
         self.meter = ResourceMeter()
-        scanner = TargetScanner(self.matcher, self.sampler.add_pid, remove=self._untarget) \
-            if self.matcher.filtering else None
-        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.scanner = TargetScanner(self.matcher, self.sampler.add_pid,
+                                     remove=self._untarget) if self.matcher.filtering else None
         self.clock.update()
         self.start_wall = time.time_ns()
         self.closed_index = self.start_wall // self.window_ns - 1
@@ -263,8 +266,6 @@ class Agent:
         log.info("sampling %s at %d Hz, %g s windows, sinks: %s; version %s, host %s",
                  what, cfg.freq, cfg.window, ", ".join(s.name for s in self.sinks),
                  self.version, self.host)
-        deadline = time.monotonic() + cfg.duration if cfg.duration else None
-        next_scan = 0.0
         # The reader thread polls the buffer and snapshots new processes at once.  Each
         # of its system calls gives up the GIL and must get it back; while this thread
         # runs Python code that takes up to the switch interval (5 ms by default), and a
@@ -273,34 +274,18 @@ class Agent:
         self.reader = reader = Reader(self.sampler, self.table, poll_ms=POLL_MS).start()
         self.book.snapshot_source = reader.snapshot
         self.book.on_drop = reader.forget
+        # New processes are snapshotted by the reader as their samples arrive; this
+        # loop needs no low latency and wakes up four times a second.
+        self.loop = SamplingLoop(reader, self, poll_ms=CONSUME_MS, duration=cfg.duration)
         try:
-            while not self.stop:
-                # New processes are snapshotted by the reader as their samples arrive;
-                # this loop needs no low latency and wakes up four times a second.
-                time.sleep(CONSUME_S)
-                self._consume(reader.get(0))
-                mono = time.monotonic()
-                if scanner is not None and mono >= next_scan:
-                    scanner.scan()
-                    next_scan = mono + cfg.scan_interval
-                now = time.time_ns()
-                while (self.closed_index + 2) * self.window_ns + GRACE_NS <= now:
-                    self._close(self.closed_index + 1, end_ns=None)
-                if deadline is not None and mono >= deadline:
-                    break
-            reader.stop()
-            self._consume(reader.get(0))
+            self.loop.run()
             self.book.snapshot_source = None
-            for _ in range(3):
-                self._consume(self.sampler.poll(20))
             now = time.time_ns()
             while self.closed_index + 1 < now // self.window_ns:
                 self._close(self.closed_index + 1, end_ns=None)
             self._close(self.closed_index + 1, end_ns=now)     # the current, partial window
         finally:
             reader.stop()
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
             try:
                 self.sampler.close()
             except Exception:  # noqa: BLE001
@@ -313,6 +298,21 @@ class Agent:
                  f"; {pending} profile(s) left in the spool for the next start" if pending else "")
         return 0
 
+    # -- the sampling loop's consumer ---------------------------------------------------
+
+    def note_fork(self, parent: int, child: int) -> None:
+        pass
+
+    def tick(self, mono: float) -> bool:
+        """Scan for new targets, ship every window whose end (and grace) has passed."""
+        if self.scanner is not None and mono >= self.next_scan:
+            self.scanner.scan()
+            self.next_scan = mono + self.cfg.scan_interval
+        now = time.time_ns()
+        while (self.closed_index + 2) * self.window_ns + GRACE_NS <= now:
+            self._close(self.closed_index + 1, end_ns=None)
+        return True
+
     def _untarget(self, pid: int) -> None:
         """Take an exited process out of the kernel's target map."""
         remove = getattr(self.sampler, "remove_pid", None)
@@ -324,9 +324,6 @@ class Agent:
         except Exception:  # noqa: BLE001 - bcc raises KeyError or bare Exception
             pass
 
-    def _on_signal(self, _sig: int, _frame: object) -> None:
-        self.stop = True
-
     def _stop_sinks(self) -> None:
         deadline = time.monotonic() + max(0.0, self.cfg.flush_timeout)
         senders = [s for s in self.sinks if isinstance(s, HttpSink) and s.thread.is_alive()]
@@ -337,7 +334,7 @@ class Agent:
 
     # -- samples ----------------------------------------------------------------------
 
-    def _consume(self, records: list[Any]) -> None:
+    def consume(self, records: Sequence[Any]) -> None:
         t = self.totals
         # First every new process of the batch is identified (its maps and files read),
         # then the batch is unwound: a short-lived process is read as early as possible.
@@ -362,13 +359,9 @@ class Agent:
                 # the process label: its executable, or (gone before it could be
                 # read) the name the kernel gave with the sample
                 g.exe[r.pid] = os.path.basename(info.exe) if info.exe else info.service
-            sample = RawSample(
-                arch=self.arch, regs=r.regs, stack_base=r.regs["sp"], stack=r.stack,
-                mappings=proc.mappings if proc else (), memory=proc.memory if proc else (),
-                pac_mask=self.pac_mask, pid=r.pid, tid=r.tid, comm=r.comm,
-                time_ns=r.time_ns, cpu=r.cpu, kernel_stack=r.kstack)
-            self.pipeline.agg = g.agg
-            self.pipeline.add(sample, proc.space if proc else None, r.has_user, proc,
+            sample = raw_sample(r, self.arch, self.pac_mask, proc.mappings if proc else (),
+                                proc.memory if proc else ())
+            self.pipeline.add(g.agg, sample, proc.space if proc else None, r.has_user, proc,
                               self.table)
             self.book.note_sample(r.pid, idx)
 
@@ -455,9 +448,9 @@ class Agent:
         """Consume what the reader has while a window is being built, so new processes
         are modelled from fresh snapshots and the queue stays short."""
         if self.reader is not None and self.reader.thread.is_alive():
-            self._consume(self.reader.get(0))
+            self.consume(self.reader.get(0))
         elif self.sampler is not None:
-            self._consume(self.sampler.poll(0))
+            self.consume(self.sampler.poll(0))
 
     def _write_metrics_file(self, win: Window, m: WindowMetrics) -> None:
         import json

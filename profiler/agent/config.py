@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from profiler.app.cli import pid_list
+from profiler.app.options import pid_list
 from profiler.errors import SframeProfError
 
 GROUP_BY = ("pid", "service", "container")

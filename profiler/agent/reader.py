@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -47,6 +48,7 @@ class Reader:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = False
+        self._finished = False
         self.error: BaseException | None = None
         self.snapshots = 0
         self.thread = threading.Thread(target=self._run, name="sframe-prof-reader",
@@ -125,6 +127,28 @@ class Reader:
             s.close()
 
     # -- the main loop's side -----------------------------------------------------------
+
+    # As the sampling loop's source (profiler.app.sampling.Source): a poll waits its
+    # whole timeout, so the loop takes the reader's records in batches; after finish()
+    # the sampler is polled directly.
+
+    def poll(self, timeout_ms: int) -> list[Any]:
+        if self._finished:
+            records: list[Any] = self.sampler.poll(timeout_ms)
+            return records
+        time.sleep(timeout_ms / 1000)
+        return self.get(0)
+
+    def take_forks(self) -> list[tuple[int, int]]:
+        """Forks are not followed here: the agent identifies every new pid itself."""
+        return []
+
+    def finish(self) -> list[Any]:
+        """Stop the thread; the records it read and nobody took yet."""
+        self.stop()
+        self._finished = True
+        return self.get(0)
+
 
     def get(self, timeout: float) -> list[Any]:
         """The records read since the last call, oldest first; waits up to `timeout`

@@ -3,8 +3,9 @@
 It implements the parts of Pyroscope's ingest contract the agent uses
 (``POST /ingest?name=...&from=...&until=...&format=pprof``, docs/peers.md section 9) and
 the OTLP profiles HTTP endpoint (``POST /v1development/profiles``), decodes every body
-(pprof through the project's protobuf module and its validity rules, OTLP through
-profiler.agent.otlp) and answers 400 to anything malformed, 401 to wrong credentials.
+(pprof through the project's protobuf module and its validity rules, OTLP through the
+generated classes of ``opentelemetry-proto`` and profiler.emit.otlp's checks) and
+answers 400 to anything malformed, 401 to wrong credentials.
 Accepted profiles are kept in memory and, with ``--log FILE``, appended to a JSON-lines
 file (one object per request).
 
@@ -195,26 +196,21 @@ class Receiver:
                 "until": until, "sample_rate": query.get("sampleRate", ""), **summary}
 
     def _otlp(self, body: bytes) -> dict[str, Any]:
-        from profiler.agent.otlp import check_request, decode_request
-        try:
-            req = decode_request(body)
-        except (ValueError, IndexError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not an OTLP profiles request: {exc}") from None
+        from profiler.emit.otlp import check_request, parse_request, plain_value
+        req = parse_request(body)           # ValueError when it is not a request
         problems = check_request(req)
         if problems:
             raise ValueError("; ".join(problems[:5]))
-        strings = req["dictionary"]["string_table"]
+        strings = req.dictionary.string_table
         resource: dict[str, Any] = {}
         samples = 0
-        functions: set[str] = set()
-        for rp in req["resource_profiles"]:
-            resource.update(rp["resource"])
-            for sp in rp["scope_profiles"]:
-                for p in sp["profiles"]:
-                    samples += sum(s["values"][0] for s in p["samples"] if s["values"])
-        for f in req["dictionary"]["function_table"]:
-            if f["name_strindex"]:
-                functions.add(strings[f["name_strindex"]])
+        for rp in req.resource_profiles:
+            resource.update((kv.key, plain_value(kv.value)) for kv in rp.resource.attributes)
+            for sp in rp.scope_profiles:
+                for p in sp.profiles:
+                    samples += sum(s.values[0] for s in p.samples if s.values)
+        functions = {strings[f.name_strindex] for f in req.dictionary.function_table
+                     if f.name_strindex}
         return {"kind": "otlp", "resource": resource, "samples": samples,
                 "functions": sorted(functions)}
 

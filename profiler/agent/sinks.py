@@ -15,8 +15,8 @@ Pyroscope (docs/peers.md section 9): ``POST /ingest?name=SERVICE{k=v,...}&from=S
 &format=pprof&sampleRate=HZ&spyName=sframe-prof&units=samples&aggregationType=sum``, the
 body a gzip'd pprof; basic auth (``pyroscope_user``/``pyroscope_password``, or user
 info in the URL) or ``Authorization: Bearer`` (``pyroscope_token``); ``X-Scope-OrgID``
-from ``tenant``.  OTLP: ``POST .../v1development/profiles``, ``application/x-protobuf``
-(profiler.agent.otlp).
+from ``tenant``.  OTLP: ``POST .../v1development/profiles``, ``application/x-protobuf``,
+the body built from the shipment's ProfileData (profiler.emit.otlp).
 """
 
 from __future__ import annotations
@@ -400,7 +400,7 @@ class OtlpSink(HttpSink):
     def __init__(self, url: str, spool: Spool, *, version: str, headers: dict[str, str],
                  tenant: str = "", **kw: Any) -> None:
         super().__init__(spool, **kw)
-        from profiler.agent.otlp import CONTENT_TYPE, OTLP_PATH
+        from profiler.emit.otlp import CONTENT_TYPE, OTLP_PATH
         parts = urllib.parse.urlsplit(url)
         self.url = url if parts.path not in ("", "/") else url.rstrip("/") + OTLP_PATH
         self.version = version
@@ -413,8 +413,8 @@ class OtlpSink(HttpSink):
         return {"window": s.window_id, "seq": s.seq, "count": s.count}
 
     def payload(self, s: Shipment) -> bytes:
-        from profiler.agent.otlp import encode_request
-        return encode_request(s.profile, s.labels, scope_version=self.version)
+        from profiler.emit.otlp import encode_request
+        return encode_request(s.data, s.labels, scope_version=self.version)
 
     def send(self, header: dict[str, Any], payload: bytes) -> None:
         self.post(self.url, payload, self.headers)

@@ -5,16 +5,19 @@ CLOCK_MONOTONIC to wall-clock time), not to the one in which it was read, so win
 are exact at their edges.  Window k covers [k * W, (k + 1) * W) in Unix time; the first
 window of a run starts when sampling starts and the last one ends at the flush.
 
-At the end of a window every group becomes one pprof (through the project's
-Resolver and pprof writer) with the labels a fleet needs on every sample: ``host``,
-``service``, ``container_id`` (when there is one), ``agent_version`` and any configured
-extra labels, next to the CLI's ``pid``, ``tid``, ``thread``, ``process``, ``unwind``
-and ``unwind_reason``.  Its comments name the window, the group's place in the window
-(``group=3/7``, so a receiver can tell a window is complete) and the agent's metrics.
+At the end of a window every group becomes one ProfileData (through the project's
+Resolver) carrying the labels a fleet needs: ``host``, ``service``, ``container_id``
+(when there is one), ``agent_version`` and any configured extra labels.  The pprof
+writer puts them on every sample, next to the CLI's ``pid``, ``tid``, ``thread``,
+``process``, ``unwind`` and ``unwind_reason``; the OTLP sink builds its request from the
+same ProfileData (profiler.emit.otlp).  The comments name the window, the group's place
+in the window (``group=3/7``, so a receiver can tell a window is complete) and the
+agent's metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import time
@@ -26,7 +29,7 @@ from profiler.aggregate import Aggregator
 
 if TYPE_CHECKING:
     from profiler.agent.procs import ProcInfo
-    from profiler.proto import profile_pb2
+    from profiler.model import ProfileData
     from profiler.symbolize.resolve import Resolver
 
 
@@ -102,7 +105,7 @@ class Shipment:
     service: str
     labels: dict[str, str]   # fleet labels (host, service, pid, container_id, ...)
     pprof_gz: bytes
-    profile: profile_pb2.Profile
+    data: ProfileData        # what pprof_gz was written from, labels and comments included
     samples: int
 
     @property
@@ -122,27 +125,6 @@ def fleet_labels(key: GroupKey, host: str, version: str,
         labels["container_id"] = key.container_id
     labels["agent_version"] = version
     return labels
-
-
-def add_labels(profile: profile_pb2.Profile, labels: dict[str, str],
-               comments: list[str]) -> None:
-    """Put string labels on every sample (pid stays numeric) and append comments."""
-    table = {s: i for i, s in enumerate(profile.string_table)}
-
-    def intern(s: str) -> int:
-        idx = table.get(s)
-        if idx is None:
-            idx = table[s] = len(profile.string_table)
-            profile.string_table.append(s)
-        return idx
-
-    pairs = [(intern(k), intern(v)) for k, v in labels.items() if v and k != "pid"]
-    for sample in profile.sample:
-        have = {lab.key for lab in sample.label}
-        for k, v in pairs:
-            if k not in have:
-                sample.label.add(key=k, str=v)
-    profile.comment.extend(intern(c) for c in comments)
 
 
 def gzip_bytes(raw: bytes) -> bytes:
@@ -170,11 +152,11 @@ def build_shipments(win: Window, resolver: Resolver, *, period_ns: int, host: st
         labels = fleet_labels(key, host, version, extra_labels)
         notes = [f"sframe-prof agent {version} host={host} window={win.start_ns // 1_000_000}"
                  f" start={start_s} group={seq}/{len(keys)}", *comments]
+        data = dataclasses.replace(data, labels=labels, comments=[*data.comments, *notes])
         profile = build_profile(data)       # checked with check_valid there
-        add_labels(profile, labels, notes)
         raw = profile.SerializeToString(deterministic=True)
         out.append(Shipment(win.start_ns, win.end_ns, seq, len(keys), labels["service"],
-                            labels, gzip_bytes(raw), profile, g.agg.samples))
+                            labels, gzip_bytes(raw), data, g.agg.samples))
     return out
 
 

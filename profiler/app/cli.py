@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from profiler.app.options import Options, pid_list, positive_int, stack_size
 from profiler.errors import SframeProfError
 from profiler.unwind.objfile import ObjectError, ObjectFile
 from profiler.unwind.sframe.section import SFrameError
@@ -60,33 +61,6 @@ def cmd_unwind_snapshots(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return v
-
-
-def pid_list(text: str) -> list[int]:
-    try:
-        pids = [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a PID list: {text!r}") from None
-    if not pids or any(p <= 0 for p in pids):
-        raise argparse.ArgumentTypeError(f"not a PID list: {text!r}")
-    return pids
-
-
-def _stack_size(text: str) -> int:
-    v = _positive_int(text)
-    if v % 512 or v > 65536:
-        raise argparse.ArgumentTypeError("must be a multiple of 512, at most 65536")
-    return v
-
-
 def _output_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default=default_output, metavar="FILE",
@@ -102,14 +76,14 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
                    help="sample these processes (all their threads)")
     g.add_argument("-a", "--all-cpus", action="store_true", dest="system_wide",
                    help="sample every process on the system")
-    g.add_argument("-F", "--freq", type=_positive_int, default=99, metavar="HZ",
+    g.add_argument("-F", "--freq", type=positive_int, default=99, metavar="HZ",
                    help="samples per second per CPU (default 99)")
     g.add_argument("-d", "--duration", type=float, metavar="SECONDS",
                    help="stop after this long (default: until Ctrl-C or the targets exit)")
     g.add_argument("-e", "--event", default="cpu-clock",
                    choices=("cpu-clock", "task-clock", "cycles"),
                    help="sampling event (default cpu-clock; cycles needs a hardware PMU)")
-    g.add_argument("--stack-size", type=_stack_size, default=16384, metavar="BYTES",
+    g.add_argument("--stack-size", type=stack_size, default=16384, metavar="BYTES",
                    help="user stack bytes copied per sample (default 16384)")
     g.add_argument("--no-children", action="store_false", dest="follow_children",
                    help="do not follow processes the targets start (followed by default)")
@@ -141,8 +115,8 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def _options(args: argparse.Namespace, command: list[str], record: str | None = None) -> object:
-    from profiler.app.session import Options
+def _options(args: argparse.Namespace, command: list[str],
+             record: str | None = None) -> Options:
     return Options(pids=args.pid, system_wide=args.system_wide, freq=args.freq,
                    duration=args.duration, stack_size=args.stack_size, event=args.event,
                    output=None if record else args.output,
@@ -162,16 +136,18 @@ def _check_target(args: argparse.Namespace, command: list[str],
 
 
 def cmd_profile(argv: list[str]) -> int:
-    from profiler.app.session import LiveSession
+    from profiler.app.live import LiveRun, ProfileMode
     own, command = _split_command(argv)
     parser = profile_parser()
     args = parser.parse_args(own)
     _check_target(args, command, parser)
-    return LiveSession(_options(args, command)).run()  # type: ignore[arg-type]
+    opts = _options(args, command)
+    return LiveRun(opts, ProfileMode(defer=not opts.system_wide)).run()
 
 
 def cmd_record(argv: list[str]) -> int:
-    from profiler.app.session import LiveSession
+    from profiler.app.live import LiveRun
+    from profiler.app.record import RecordMode
     own, command = _split_command(argv)
     p = argparse.ArgumentParser(
         prog="sframe-prof record",
@@ -183,7 +159,7 @@ def cmd_record(argv: list[str]) -> int:
     p.add_argument("-o", "--output", required=True, metavar="CAPTURE")
     args = p.parse_args(own)
     _check_target(args, command, p)
-    return LiveSession(_options(args, command, record=args.output)).run()  # type: ignore[arg-type]
+    return LiveRun(_options(args, command, record=args.output), RecordMode(args.output)).run()
 
 
 def cmd_report(argv: list[str]) -> int:

@@ -19,14 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 from profiler.aggregate import Aggregator
-from profiler.app.session import (
-    REFRESH_REASONS,
-    Options,
-    Pipeline,
-    check_outputs,
-    summary,
-    write_outputs,
-)
+from profiler.app.options import Options
+from profiler.app.outputs import check_outputs, write_outputs
+from profiler.app.pipeline import REFRESH_REASONS, Pipeline
+from profiler.app.summary import summary
 from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
 from profiler.model import Mapping, RawSample
 from profiler.symbolize.resolve import Resolver
@@ -59,10 +55,10 @@ def report(args: argparse.Namespace) -> int:
                      warm_up=1)
     else:
         _in_parallel(run, cap.parts(1))
-    agg = run.pipeline.agg
+    agg = run.agg
     period = h.period_ns or (int(1e9 / h.frequency_hz) if h.frequency_hz else 10_000_000)
     duration = (agg.last_ns - agg.first_ns) if agg.first_ns is not None else 0
-    data = run.pipeline.profile(period_ns=period, start_ns=h.start_ns,
+    data = run.pipeline.profile(agg, period_ns=period, start_ns=h.start_ns,
                                 duration_ns=duration, process_names=run.names)
     opts = Options(output=args.output, folded=args.folded, flamegraph=args.flamegraph)
     written = write_outputs(data, opts)
@@ -114,6 +110,7 @@ class _Run:
     def __init__(self, cap: Capture, pipeline: Pipeline, checker: BuildIdCheck) -> None:
         self.cap = cap
         self.pipeline = pipeline
+        self.agg = Aggregator()
         self.checker = checker
         self.spaces: dict[tuple[int, int], AddressSpace] = {}   # (pid, id(mappings))
         self.names: dict[int, str] = {}
@@ -142,7 +139,7 @@ class _Run:
 
     def add(self, sample: RawSample, key: tuple[object, ...] | None = None) -> None:
         space = self.space_for(sample.pid, self.cap.maps_at(sample.pid, sample.time_ns))
-        self.pipeline.add(sample, space,
+        self.pipeline.add(self.agg, sample, space,
                           has_user=bool(sample.regs.get("sp")) and bool(sample.stack),
                           later=functools.partial(self.later_space, sample), memo_key=key)
 
@@ -154,7 +151,7 @@ class _Run:
                 _add_packed(block, self.cap, self.pipeline, self.spaces, self.add, counted)
             else:
                 self.add(block)
-        agg = self.pipeline.agg
+        agg = self.agg
         for (pid, tid, comm, kernel, _chain, _space), (stack, space, n, first, last) in \
                 counted.items():
             agg.add(pid=pid, tid=tid, comm=comm, time_ns=first, kernel=kernel,
@@ -173,14 +170,14 @@ class _Run:
         """What unwind() counted, as plain data; address spaces become their keys
         (the same in every process forked from the one that read the capture)."""
         keys = {id(space): key for key, space in self.spaces.items()}
-        counts = self.pipeline.agg.export(
+        counts = self.agg.export(
             lambda space: None if space is None else keys[id(space)])
         counts["names"] = self.names
         counts["mismatches"] = self.checker.mismatches
         return counts
 
     def merge(self, counts: dict[str, Any]) -> None:
-        self.pipeline.agg.merge(counts, self._space_for_key)
+        self.agg.merge(counts, self._space_for_key)
         for pid, name in counts["names"].items():
             self.names.setdefault(pid, name)
         self.checker.mismatches.update(counts["mismatches"])
@@ -229,7 +226,7 @@ def _in_parallel(run: _Run, parts: list[list[tuple[int, int, int, bool]]],
                 try:
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     os.close(r)
-                    run.pipeline.agg = Aggregator()   # the counts so far are the parent's
+                    run.agg = Aggregator()   # the counts so far are the parent's
                     run.unwind(part)
                     with os.fdopen(w, "wb") as out:
                         pickle.dump(run.export(), out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -277,6 +274,7 @@ def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
     RawSample, no stack copy.  Any other sample (a memo miss, a chain that newer maps
     might fix, no user stack) takes the general path, `add`."""
     memo = pipeline.memo
+    packed_key, match = memo.packed_key, memo.match
     pac, arch = cap.header.pac_mask, cap.header.arch
     buf = batch.buf
     mappings_at = cap.mappings_at
@@ -291,30 +289,23 @@ def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
         if pid != last_pid or pid in several:
             mappings = mappings_at(pid, time_ns)
             space = spaces.get((pid, id(mappings)))
-            chains = memo.memo_for(space) if space is not None else {}
+            chains = memo.chains_for(space) if space is not None else {}
             last_pid = pid
-        key = (base, slen, mask, pc, sp, fp, lr, pac, arch, None)
-        entries = chains.get(key)
-        if entries is not None:
-            for check, words, stack in entries:
-                if check.unpack_from(buf, pos) == words:
-                    if stack.reliable or stack.reason not in REFRESH_REASONS:
-                        hits += 1
-                        t = (pid, tid, comm, kernel, id(stack), id(space))
-                        c = counted.get(t)
-                        if c is None:
-                            counted[t] = [stack, space, 1, time_ns, time_ns]
-                        else:
-                            c[2] += 1
-                            if time_ns < c[3]:
-                                c[3] = time_ns
-                            elif time_ns > c[4]:
-                                c[4] = time_ns
-                        break
+        key = packed_key(base, slen, mask, pc, sp, fp, lr, pac, arch)
+        stack = match(chains, key, buf, pos) if chains else None
+        if stack is not None and (stack.reliable or stack.reason not in REFRESH_REASONS):
+            hits += 1
+            t = (pid, tid, comm, kernel, id(stack), id(space))
+            c = counted.get(t)
+            if c is None:
+                counted[t] = [stack, space, 1, time_ns, time_ns]
             else:
-                entries = None
-            if entries is not None:
-                continue
+                c[2] += 1
+                if time_ns < c[3]:
+                    c[3] = time_ns
+                elif time_ns > c[4]:
+                    c[4] = time_ns
+            continue
         regs = {name: v for name, v, bit in (("pc", pc, 1), ("sp", sp, 2), ("fp", fp, 4),
                                             ("lr", lr, 8)) if mask & bit}
         add(RawSample(arch, regs, base, buf[pos:pos + slen], mappings, cap.memory_of(pid),
@@ -322,8 +313,8 @@ def _add_packed(batch: PackedSamples, cap: Capture, pipeline: Pipeline,
         if space is None:
             space = spaces.get((pid, id(mappings)))
             if space is not None:
-                chains = memo.memo_for(space)
-    memo.hits += hits
+                chains = memo.chains_for(space)
+    memo.note_hits(hits)
 
 
 class BuildIdCheck:

@@ -12,7 +12,8 @@ Shape of the output (docs/peers section 10):
 * per sample, labels ``pid`` and ``tid`` (numbers), ``thread``, ``process`` (when known),
   ``unwind`` = ``reliable``/``unreliable`` and, for unreliable stacks, ``unwind_reason``
   and ``unwind_doubt_frame`` (how many user frames, from the leaf, come before the
-  synthetic ``[unreliable: REASON]`` frame, which stands where the doubt begins);
+  synthetic ``[unreliable: REASON]`` frame, which stands where the doubt begins), then
+  the profile's own labels (``ProfileData.labels``: the agent's host, service, ...);
 * locations keep runtime addresses inside their mapping; mappings carry the build ID and
   file offset, and ``has_functions`` is set only when every location of the mapping
   has a function name, so pprof symbolizes the rest itself;
@@ -111,7 +112,8 @@ class _Builder:
         p.period = self.data.period_ns
         p.time_nanos = self.data.start_ns
         p.duration_nanos = self.data.duration_ns
-        p.comment.extend(self.string(c) for c in self.data.comments)
+        if not self.data.labels:
+            self._add_comments()
         self._add_mappings()
         by_loc = self._by_loc
         for stack in self.data.samples:
@@ -129,7 +131,25 @@ class _Builder:
             if not stack.reliable:
                 self._str_label(sample, "unwind_reason", stack.reason or "unknown")
                 self._num_label(sample, "unwind_doubt_frame", _doubt_frame(stack))
+        if self.data.labels:
+            # A labelled (agent) profile interns its labels, then its comments, after
+            # everything else: the string table order the agent has always written.
+            self._add_profile_labels()
+            self._add_comments()
         return p
+
+    def _add_comments(self) -> None:
+        self.profile.comment.extend(self.string(c) for c in self.data.comments)
+
+    def _add_profile_labels(self) -> None:
+        """Every label of ``data.labels`` on every sample that lacks its key."""
+        pairs = [(self.string(k), self.string(v)) for k, v in self.data.labels.items()
+                 if v and k != "pid"]
+        for sample in self.profile.sample:
+            have = {lab.key for lab in sample.label}
+            for k, v in pairs:
+                if k not in have:
+                    sample.label.add(key=k, str=v)
 
     def _num_label(self, sample: profile_pb2.Sample, key: str, value: int) -> None:
         sample.label.add(key=self.string(key), num=value)

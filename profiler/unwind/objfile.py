@@ -17,6 +17,11 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
+from profiler.reasons import (
+    BAD_CFI,
+    BAD_SFRAME,
+    TABLES_DISAGREE,
+)
 from profiler.unwind import insn, rules
 from profiler.unwind.elf import (
     PT_GNU_SFRAME,
@@ -249,21 +254,21 @@ class ObjectFile:
             try:
                 rule = sf.find_rule(vaddr)
             except SFrameError:
-                return None, "bad-sframe"
+                return None, BAD_SFRAME
             if rule is not None:
                 return self._cross_check(vaddr, rule)
         elif self.sframe_error is not None:
-            return None, "bad-sframe"
+            return None, BAD_SFRAME
         cfi = self.cfi
         if cfi is not None:
             try:
                 rule = cfi.find(vaddr)
             except CfiError:
-                return None, "bad-cfi"
+                return None, BAD_CFI
             if rule is not None:
                 return rule, "eh_frame"
         elif self.cfi_error is not None and sf is None:
-            return None, "bad-cfi"
+            return None, BAD_CFI
         return None, ""
 
     def _cross_check(self, vaddr: int, rule: Rule) -> tuple[Rule | None, str]:
@@ -290,13 +295,13 @@ class ObjectFile:
             if rule.ra_kind == rules.LOC_UNDEFINED:
                 try:
                     if cfi.has_pc(vaddr):
-                        return None, "tables-disagree"
+                        return None, TABLES_DISAGREE
                 except CfiError:
                     pass
             return rule, "sframe"
         if rule_shape(other) == rule_shape(rule):
             return rule, "sframe"
-        return None, "tables-disagree"
+        return None, TABLES_DISAGREE
 
     def unwind_tables(self) -> str:
         """The best unwind table the file has: "sframe", "gopclntab", "eh_frame"

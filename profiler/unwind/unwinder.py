@@ -6,7 +6,7 @@ recognised by its instruction bytes, the object's `.sframe`, its `.eh_frame` /
 pointers.  Each step is checked the way the kernel's SFrame unwinder checks it: the
 CFA must rise and be aligned, every load must fall inside the stack copy, every
 return address must land in an executable mapping.  The first failed check ends
-the chain as unreliable with a stable reason code (profiler.model.REASONS); a chain
+the chain as unreliable with a stable reason code (profiler.reasons); a chain
 is reliable only when it ends at an outermost-frame marker (an RA-undefined row).
 
 The unwinder reads only the RawSample and the mapped files: it never touches BPF.
@@ -19,6 +19,27 @@ import struct
 from collections.abc import Callable
 
 from profiler.model import Frame, Mapping, RawSample, UnwoundStack
+from profiler.reasons import (
+    BAD_CFI,
+    BAD_SFRAME,
+    BAD_SIGNAL_PC,
+    CALL_MISMATCH,
+    CFA_MISALIGNED,
+    CFA_NOT_INCREASING,
+    GO_STACK_SWITCH,
+    NO_UNWIND_INFO,
+    OBJECT_UNAVAILABLE,
+    PC_NOT_MAPPED,
+    RA_ABOVE_CFA,
+    RA_IN_LR,
+    RA_NOT_AFTER_CALL,
+    RA_NOT_EXECUTABLE,
+    REGISTER_RULE,
+    STACK_TRUNCATED,
+    TOO_DEEP,
+    TRAMPOLINE,
+    UNSUPPORTED_RULE,
+)
 from profiler.unwind import insn
 from profiler.unwind import rules as R
 from profiler.unwind.objfile import ObjectCache, ObjectFile, is_sigreturn_at
@@ -46,11 +67,11 @@ _SWITCH_END = R.Rule(-1, 0, False, R.LOC_UNDEFINED, 0, 0, R.LOC_SAME, 0, 0)
 
 # Failed checks that a walk goes past (the step itself was computed from the data):
 # the chain is unreliable from the caller on, but keeps its shape.
-_DOUBTED = frozenset({"ra-not-after-call", "call-mismatch"})
+_DOUBTED = frozenset({RA_NOT_AFTER_CALL, CALL_MISMATCH})
 # Steps the unwind data could not give, where frame pointers are tried next.
-_FP_AFTER = frozenset({"cfa-not-increasing", "cfa-misaligned", "ra-above-cfa",
-                       "register-rule", "unsupported-rule", "ra-in-lr", "bad-sframe",
-                       "bad-cfi"})
+_FP_AFTER = frozenset({CFA_NOT_INCREASING, CFA_MISALIGNED, RA_ABOVE_CFA,
+                       REGISTER_RULE, UNSUPPORTED_RULE, RA_IN_LR, BAD_SFRAME,
+                       BAD_CFI})
 
 # In a walk's `reads`: the FP value was used without a stack word standing for it
 # (it is the sample's register, or a word already noted): whoever reuses the walk
@@ -142,11 +163,11 @@ class AddressSpace:
         """"" if `ra` can be a return address here, else the reason it cannot."""
         m = self.find(ra)
         if m is None or not m.executable or ra == 0:
-            return "ra-not-executable"
+            return RA_NOT_EXECUTABLE
         if m.path == "[uprobes]":
-            return "trampoline"
+            return TRAMPOLINE
         if not self.follows_call(m, ra) and not self.planted(m, ra):
-            return "ra-not-after-call"
+            return RA_NOT_AFTER_CALL
         return ""
 
     def planted(self, m: Mapping, ra: int) -> bool:
@@ -410,7 +431,7 @@ class Unwinder:
                reads: list[int] | None = None) -> UnwoundStack:
         """Unwind one sample.  `reads`, if given, receives the offset into the stack
         copy of every 8-byte word whose value the walk used: the chain depends on the
-        registers, the address space and those words only (profiler.app.session.UnwindMemo).
+        registers, the address space and those words only (profiler.unwind.memo.UnwindMemo).
         A word read but never used is left out: a saved frame pointer that no later
         rule bases a CFA on (at -O2 on x86_64 RBP holds data), or a register restored
         from a signal frame that no rule reads."""
@@ -519,7 +540,7 @@ class _Walk:
 
     def run(self) -> UnwoundStack:
         result = self.walk()
-        if self.marks and result.reason != "too-deep":
+        if self.marks and result.reason != TOO_DEEP:
             self.record(result)
         return result
 
@@ -547,7 +568,7 @@ class _Walk:
         marks = self.marks
         while True:
             if len(frames) >= max_frames:
-                return self.end("", "too-deep")
+                return self.end("", TOO_DEEP)
             pc = self.pc
             if self.regs is None and not self.fp_only and not self.first_reason:
                 # Stepped into this frame from its callee: the rest of the chain
@@ -627,7 +648,7 @@ class _Walk:
                 continue
             # no usable unwind data here (or frame-record mode on arm64)
             self.note_fp()
-            if self.fp_step(path, method if kind == _K_FALLBACK else "no-unwind-info"):
+            if self.fp_step(path, method if kind == _K_FALLBACK else NO_UNWIND_INFO):
                 continue
             return self._last
 
@@ -636,21 +657,21 @@ class _Walk:
         space = self.space
         m = space.find(pc)
         if m is None or not m.executable:
-            return (_K_STOP, None, "pc-not-mapped", m.path if m else "", None)
+            return (_K_STOP, None, PC_NOT_MAPPED, m.path if m else "", None)
         if m.path == "[uprobes]":
-            return (_K_STOP, None, "trampoline", m.path, None)
+            return (_K_STOP, None, TRAMPOLINE, m.path, None)
         obj, bias = space.object_for(m)
         if obj is None and m.path != "[vdso]":
-            return (_K_FALLBACK, None, "object-unavailable", m.path, None)
+            return (_K_FALLBACK, None, OBJECT_UNAVAILABLE, m.path, None)
         # Signal trampolines are recognised by their code, at the exact pc.
         if obj.is_sigreturn(pc - bias) if obj is not None else self.is_sigreturn(pc):
             return (_K_SIGNAL, None, "sigframe", m.path, None)
         if obj is None:
-            return (_K_FALLBACK, None, "no-unwind-info", m.path, None)
+            return (_K_FALLBACK, None, NO_UNWIND_INFO, m.path, None)
         lt = (pc if self.exact else pc - 1) - bias
         rule, method = obj.lookup_rule(lt)
         if rule is None:
-            if method == "bad-cfi":
+            if method == BAD_CFI:
                 return (_K_FALLBACK, None, method, m.path, None)
             if method:  # "bad-sframe" or "tables-disagree": .eh_frame's row, in doubt
                 other = obj.cfi_rule(lt)
@@ -666,9 +687,9 @@ class _Walk:
             if switch == "end":
                 return (_K_RULE, _SWITCH_END, "gopclntab", m.path, None)
             if switch:
-                return (_K_STOP, None, "go-stack-switch", m.path, None)
+                return (_K_STOP, None, GO_STACK_SWITCH, m.path, None)
         if rule is None:
-            return (_K_FALLBACK, None, "no-unwind-info", m.path, None)
+            return (_K_FALLBACK, None, NO_UNWIND_INFO, m.path, None)
         return (_K_RULE, rule, method, m.path, self._fast_form(rule))
 
     def _fast_form(self, rule: R.Rule) -> tuple[bool, int, int, int | None] | None:
@@ -791,14 +812,14 @@ class _Walk:
             # above it means this "CFA" is not the caller's SP (glibc's aarch64 lazy
             # binding trampoline describes the PLT0 push that way): stepping would
             # give the caller a wrong SP, so stop.
-            return self.give_up(obj, "ra-above-cfa")
+            return self.give_up(obj, RA_ABOVE_CFA)
         cfa = self._cfa(rule)
         if isinstance(cfa, str):
             return self.give_up(obj, cfa)
         if cfa < self.sp or (cfa == self.sp and not self.topmost):
-            return self.give_up(obj, "cfa-not-increasing")
+            return self.give_up(obj, CFA_NOT_INCREASING)
         if cfa % self.align:
-            return self.give_up(obj, "cfa-misaligned")
+            return self.give_up(obj, CFA_MISALIGNED)
         ra = self._loc(rule.ra_kind, rule.ra_reg, rule.ra_off, cfa, self.ra_reg)
         if isinstance(ra, str):
             return self.give_up(obj, ra, cfa, method)
@@ -809,17 +830,17 @@ class _Walk:
 
     def _cfa(self, rule: R.Rule) -> int | str:
         if rule.cfa_reg < 0:
-            return "unsupported-rule"
+            return UNSUPPORTED_RULE
         base = self.reg_value(rule.cfa_reg)
         if base is None:
-            return "register-rule"
+            return REGISTER_RULE
         if rule.cfa_reg == self.fp_reg and base < self.sp:
-            return "cfa-not-increasing"
+            return CFA_NOT_INCREASING
         addr = (base + rule.cfa_off) & 0xFFFFFFFFFFFFFFFF
         if rule.cfa_deref:
             val = self.read(addr)
             if val is None:
-                return "stack-truncated"
+                return STACK_TRUNCATED
             return (val + rule.cfa_add) & 0xFFFFFFFFFFFFFFFF
         return addr
 
@@ -830,11 +851,11 @@ class _Walk:
                     and self.topmost and self.regs is not None and self.fp_popped():
                 self.note_fp()
                 return self.fp      # popped already: the register holds what was saved
-            return "stack-truncated" if val is None else val
+            return STACK_TRUNCATED if val is None else val
         if kind == R.LOC_SAME:
             if which == self.ra_reg:
                 if not self.topmost or self.regs is None or self.ra_reg not in self.regs:
-                    return "ra-in-lr"
+                    return RA_IN_LR
                 return self.reg_value(self.ra_reg)  # type: ignore[return-value]
             self.note_fp()
             return self.fp
@@ -842,12 +863,12 @@ class _Walk:
             base = self.reg_value(reg) if (self.topmost or reg in (self.sp_reg, self.fp_reg)) \
                 else None
             if base is None:
-                return "register-rule"
+                return REGISTER_RULE
             if kind == R.LOC_REG:
                 return (base + off) & 0xFFFFFFFFFFFFFFFF
             val = self.read(base + off)
-            return "stack-truncated" if val is None else val
-        return "unsupported-rule"
+            return STACK_TRUNCATED if val is None else val
+        return UNSUPPORTED_RULE
 
     def advance(self, ra: int, cfa: int, fp: int, method: str, obj: str,
                 known_cfa: bool = True) -> bool:
@@ -856,11 +877,11 @@ class _Walk:
         self.frames.append(Frame(self.pc, cfa if known_cfa else None, method, obj,
                                  self.exact))
         status = self.space.ra_status(ra)
-        if status == "trampoline":
+        if status == TRAMPOLINE:
             self.frames.append(Frame(ra, None, "", "[uprobes]", False))
         elif not status and method != "fp" and not self.space.call_ok(
                 self.pc if self.exact else self.pc - 1, ra):
-            status = "call-mismatch"
+            status = CALL_MISMATCH
         if status in _DOUBTED and method != "fp":
             # The data gives a caller that a check refuses: follow it anyway, so the
             # chain keeps its shape, and mark where the doubt begins.
@@ -939,7 +960,7 @@ class _Walk:
         for num, addr in slots:
             off = addr - self.base
             if not 0 <= off <= last:
-                return self.stop(obj, "stack-truncated")
+                return self.stop(obj, STACK_TRUNCATED)
             regs[num] = _U64.unpack_from(stack, off)[0]
             src[num] = off
         new_sp, new_pc = regs[sp_num], regs[pc_num]
@@ -948,13 +969,13 @@ class _Walk:
         if self.a64:
             del regs[31], regs[32]
         if new_sp <= sp:
-            return self.stop(obj, "cfa-not-increasing")
+            return self.stop(obj, CFA_NOT_INCREASING)
         if new_sp % self.align:
-            return self.stop(obj, "cfa-misaligned")
+            return self.stop(obj, CFA_MISALIGNED)
         self.frames.append(Frame(self.pc, new_sp, "sigframe", obj, self.exact))
         m = self.space.find(new_pc)
         if m is None or not m.executable or (self.a64 and new_pc & 3):
-            self._last = self.verdict("ra-not-executable")
+            self._last = self.verdict(RA_NOT_EXECUTABLE)
             return False
         if not self.a64:
             # The interrupted pc is the start of an instruction (of the x86_64
@@ -962,7 +983,7 @@ class _Walk:
             code_obj, bias = self.space.object_for(m)
             fn = code_obj.x86_function(new_pc - bias) if code_obj is not None else None
             if fn is not None and not fn.is_boundary(new_pc - bias):
-                self.doubt("bad-signal-pc", len(self.frames))
+                self.doubt(BAD_SIGNAL_PC, len(self.frames))
         regs[self.sp_reg] = new_sp
         self.pc, self.sp, self.fp = new_pc, new_sp, regs[self.fp_reg]
         self.fp_src = src.pop(self.fp_reg)

@@ -26,7 +26,8 @@ with common.instrumented("profiler"):
         FileIdentity,
         read_capture,
     )
-    from profiler.model import REASONS, RawSample
+    from profiler.model import RawSample
+    from profiler.reasons import REASONS
     from profiler.unwind.objfile import ObjectCache
     from profiler.unwind.unwinder import AddressSpace, Unwinder
 

@@ -31,7 +31,8 @@ import common
 
 with common.instrumented("profiler"):
     from profiler.capture.snapshots import read_snapshots
-    from profiler.model import REASONS, RawSample
+    from profiler.model import RawSample
+    from profiler.reasons import REASONS
     from profiler.unwind.objfile import ObjectCache
     from profiler.unwind.unwinder import MAX_FRAMES, AddressSpace, Unwinder
 

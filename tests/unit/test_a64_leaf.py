@@ -74,6 +74,7 @@ def binaries() -> list[Path]:
     return libs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", binaries(), ids=lambda p: p.name)
 def test_leaf_rule_matches_objdump(path: Path) -> None:
     obj = ObjectFile.open(str(path))

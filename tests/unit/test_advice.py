@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from profiler.aggregate import Aggregator
-from profiler.app.session import ADVICE, summary
+from profiler.app.summary import ADVICE, summary
 from profiler.capture.snapshots import read_snapshots
 from profiler.unwind.objfile import ObjectCache, ObjectFile
 from profiler.unwind.unwinder import Unwinder

@@ -21,7 +21,7 @@ from profiler.agent.procs import (
     open_object,
     read_cgroup,
 )
-from profiler.agent.windows import GroupKey, add_labels, group_key, window_index
+from profiler.agent.windows import GroupKey, group_key, window_index
 from profiler.unwind.objfile import ObjectFile
 
 CID = "0123456789abcdef" * 4
@@ -214,19 +214,20 @@ def test_symbol_cache_is_bounded() -> None:
     assert len(r._lru) == 1 and a not in r._lru
 
 
-def test_add_labels_keeps_the_profile_valid() -> None:
+def test_profile_labels_keep_the_profile_valid() -> None:
     from profiler.emit.pprof import build_profile, check_valid
     from profiler.model import Location, MappingInfo, ProfileData, StackSample
     exe = MappingInfo(0x400000, 0x401000, 0, "/usr/bin/app", "", True)
     data = ProfileData([StackSample((Location(0x400010, exe, "main"),), 5, 5, "app", True, "",
-                                    3, 30)], 10, 0, 100)
+                                    3, 30)], 10, 0, 100, ["c1"],
+                       {"host": "h", "service": "app", "pid": "5", "empty": "", "thread": "x"})
     p = build_profile(data)
-    add_labels(p, {"host": "h", "service": "app", "pid": "5", "empty": ""}, ["c1"])
     check_valid(p)
     strings = p.string_table
     labels = {strings[lab.key]: strings[lab.str] if lab.str else lab.num
               for lab in p.sample[0].label}
     assert labels["host"] == "h" and labels["service"] == "app" and labels["pid"] == 5
+    assert labels["thread"] == "app"     # a sample's own label wins
     assert "empty" not in labels and strings[p.comment[-1]] == "c1"
 
 

@@ -114,7 +114,8 @@ HOST_BINARIES = [Path(p) for p in ("/usr/bin/python3.11",
 HOST_STRIDE = 19
 
 
-@pytest.mark.parametrize("path", BINARIES + HOST_BINARIES,
+@pytest.mark.parametrize("path", BINARIES + [pytest.param(p, marks=pytest.mark.slow)
+                                              for p in HOST_BINARIES],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_call_edges_match_objdump(path: Path) -> None:
     if not path.exists():
@@ -157,6 +158,7 @@ def test_call_edges_match_objdump(path: Path) -> None:
     assert accepted >= 1 and refused >= 1, (accepted, refused)
 
 
+@pytest.mark.slow
 def test_indirect_tail_call_is_not_judged() -> None:
     """Debian's CPython: `_Py_Dealloc` is ``mov 0x8(%rdi),%rax; jmp *0x30(%rax)``, a
     tail call to the type's deallocator, which no table names.  Every call to it that
@@ -241,6 +243,7 @@ def _exports_by_pyelftools(elf: ELFFile) -> dict[str, list[tuple[int, bool]]]:
     return out
 
 
+@pytest.mark.slow
 def test_struct_readers_match_pyelftools() -> None:
     """The GOT-slot and .dynsym readers (struct) give what pyelftools gives, on real
     files: libc, ld.so, libstdc++, python3 and libLLVM when present (1.8 s with

@@ -755,6 +755,7 @@ def test_aarch64_unsigned_build_has_no_mangled_rows(tmp_path_factory):
     assert stats["mangled"] == 0 and stats["unmangled"] > 0
 
 
+@pytest.mark.slow
 def test_aarch64_cross_libc():
     _need(A64_LIBC)
     stats = compare_file(A64_LIBC, fde_sample=LIBC_FDE_SAMPLE, seed=2)
@@ -770,6 +771,7 @@ def _need(path):
         pytest.fail(f"{path} not present: run scripts/setup.sh")
 
 
+@pytest.mark.slow
 def test_host_libc_fdes():
     _need(HOST_LIBC)
     stats = compare_file(HOST_LIBC, fde_sample=LIBC_FDE_SAMPLE, seed=1)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from profiler.model import REASONS
+from profiler.reasons import REASONS
 
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOTS = REPO / "tests" / "snapshots"

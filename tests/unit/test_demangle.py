@@ -260,6 +260,7 @@ def test_rust_v0_unsupported_or_malformed_returns_the_name() -> None:
         assert demangle(name) == name
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
 @given(st.sampled_from(["_R", "_RN", "_RI", "_ZN", "_Z"]),
        st.text(alphabet="0123456789_abcdefghjklmnopstuvxyzABCDEFGHIKLMNOPQRSTUVXY$.",

@@ -358,6 +358,7 @@ def test_empty_profile_and_bad_format(tmp_path: Path) -> None:
         write_flamegraph(empty, tmp_path / "x.png", fmt="png")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_hundred_thousand_unique_stacks_stay_fast() -> None:
     rng = random.Random(5)
     mods = [MappingInfo(0x400000 * (i + 1), 0x400000 * (i + 2), 0, f"/lib/m{i}.so")
@@ -695,6 +696,7 @@ def kind_pixels(hist: collections.Counter[str], doc: dict[str, Any]) -> dict[str
     return out
 
 
+@pytest.mark.slow
 def test_page_script_draws_every_frame(browser: dict[str, Shot]) -> None:
     s = browser["html"].state
     nodes = len(walk(page_tree(page_data(render_html(profile())))))
@@ -706,6 +708,7 @@ def test_page_script_draws_every_frame(browser: dict[str, Shot]) -> None:
     assert s["data-matched-samples"] == "0"
 
 
+@pytest.mark.slow
 def test_screenshot_shows_frames_in_their_colors(browser: dict[str, Shot]) -> None:
     shot = browser["html"]
     width, height, rows = read_png(shot.png)
@@ -733,6 +736,7 @@ def test_screenshot_shows_frames_in_their_colors(browser: dict[str, Shot]) -> No
     assert hist[HIGHLIGHT] == 0
 
 
+@pytest.mark.slow
 def test_zoom_and_search_from_the_url(browser: dict[str, Shot]) -> None:
     s = browser["html-zoom"].state
     assert s["data-zoom"] == "nginx [100];main;ngx_worker_process_cycle"
@@ -747,6 +751,7 @@ def test_zoom_and_search_from_the_url(browser: dict[str, Shot]) -> None:
     assert "Matched 44.12% (750 samples), 86.21% of zoomed frame" in browser["html-zoom"].dom
 
 
+@pytest.mark.slow
 def test_zoomed_screenshot_differs_and_highlights(browser: dict[str, Shot]) -> None:
     _, _, plain = read_png(browser["html"].png)
     _, _, zoomed = read_png(browser["html-zoom"].png)
@@ -768,6 +773,7 @@ def test_zoomed_screenshot_differs_and_highlights(browser: dict[str, Shot]) -> N
     assert got["unreliable"] == 0
 
 
+@pytest.mark.slow
 def test_mouse_and_buttons(browser: dict[str, Shot]) -> None:
     m = re.search(r'<div id="probe"[^>]*>', browser["probe"].dom)
     assert m, "the probe script did not run"
@@ -794,6 +800,7 @@ def test_mouse_and_buttons(browser: dict[str, Shot]) -> None:
     assert probe["data-icicle-hash"] == "#search=^tcp_sendmsg$&mode=icicle"
 
 
+@pytest.mark.slow
 def test_icicle_mode_puts_the_root_on_top(browser: dict[str, Shot]) -> None:
     shot = browser["probe"]   # it ends by ticking the Icicle box
     assert shot.state["data-mode"] == "icicle"
@@ -804,6 +811,7 @@ def test_icicle_mode_puts_the_root_on_top(browser: dict[str, Shot]) -> None:
     assert histogram(rows, (left, top + 8, cw, 1))[root_color] >= 0.9 * cw
 
 
+@pytest.mark.slow
 def test_svg_renders_and_zooms_in_the_browser(browser: dict[str, Shot]) -> None:
     plain, zoomed = browser["svg"], browser["svg-zoom"]
     nodes = len(walk(page_tree(page_data(render_html(profile())))))

@@ -61,6 +61,7 @@ def test_corpus_replay(target: str) -> None:
     assert files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", common.HARNESSES)
 def test_fuzz_budget(target: str, tmp_path: Path) -> None:
     import atheris  # noqa: F401  (the [test] extra; a missing fuzzer fails, never skips)

@@ -37,7 +37,17 @@ SCRIPTS = REPO / "scripts" / "wild"
 TOOLCHAINS = ("host", "1.23", "1.24")
 ARCHES = ("amd64", "arm64")
 PROGRAMS = ("goroutines", "cgo")
-CASES = [(t, a, p) for t in TOOLCHAINS for a in ARCHES for p in PROGRAMS]
+
+
+def quick_one(cases: list[tuple[str, ...]]) -> list[object]:
+    """`cases` with all but the host Go's amd64 build (of the goroutines program) marked
+    slow: without --slow each test checks that one build, with it (CI) all of them."""
+    return [c if c[:2] == ("host", "amd64") and c[2:] in ((), ("goroutines",))
+            else pytest.param(*c, marks=pytest.mark.slow) for c in cases]
+
+
+CASES = quick_one([(t, a, p) for t in TOOLCHAINS for a in ARCHES for p in PROGRAMS])
+ARCH_CASES = quick_one([(t, a) for t in TOOLCHAINS for a in ARCHES])
 _Insn = tuple[int, str, int, str]
 
 
@@ -208,6 +218,7 @@ def test_file_and_line_match_go_tool_objdump(key: str, arch: str, prog: str) -> 
     assert checked > 50000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,arch,prog", CASES)
 def test_pcsp_matches_debug_frame(key: str, arch: str, prog: str) -> None:
     """At every instruction start of the Go text, the CFA from pcsp is the CFA of the
@@ -258,7 +269,7 @@ def test_pcsp_matches_debug_frame(key: str, arch: str, prog: str) -> None:
         assert differ > compared // 2     # most amd64 pcs are past a BP save
 
 
-@pytest.mark.parametrize("key,arch", [(t, a) for t in TOOLCHAINS for a in ARCHES])
+@pytest.mark.parametrize("key,arch", ARCH_CASES)
 def test_bp_is_saved_where_the_prologue_stores_it(key: str, arch: str) -> None:
     """The frame pointer rule starts right after the instruction that stores the
     caller's frame pointer, found in the disassembly."""
@@ -279,7 +290,7 @@ def test_bp_is_saved_where_the_prologue_stores_it(key: str, arch: str) -> None:
                 f"{name} {addr:#x} (insn {i}): {rule}"
 
 
-@pytest.mark.parametrize("key,arch", [(t, a) for t in TOOLCHAINS for a in ARCHES])
+@pytest.mark.parametrize("key,arch", ARCH_CASES)
 def test_designed_return_is_goexit_plus_quantum(key: str, arch: str) -> None:
     o = obj(key, arch, "goroutines", True)
     goexit = [insns for name, _p, insns in objdump(key, arch, "goroutines")
@@ -339,6 +350,7 @@ def _exercise(data: bytes, rng: random.Random) -> None:
             assert "\n" not in str(exc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHES)
 def test_damaged_tables_raise_the_error_class(arch: str) -> None:
     o = obj("1.24", arch, "goroutines", True)
@@ -407,7 +419,7 @@ def test_a_table_without_section_headers_is_found_in_the_segments() -> None:
     assert fn is not None and frames.rule(fn.entry + 20)[0] is not None
 
 
-@pytest.mark.parametrize("key,arch", [(t, a) for t in TOOLCHAINS for a in ARCHES])
+@pytest.mark.parametrize("key,arch", ARCH_CASES)
 def test_cgo_switch_return_is_the_switching_call(key: str, arch: str) -> None:
     """asmcgocall calls C twice: after switching to the system stack (then its frame
     is the top of that stack) and on the `nosave` path, already on it.  By go tool

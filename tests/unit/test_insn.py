@@ -23,7 +23,7 @@ from profiler.unwind.objfile import ObjectFile
 
 TESTS = Path(__file__).parent.parent
 LIBS = TESTS / "snapshots" / "root" / "usr" / "lib" / "x86_64-linux-gnu"
-FILES = [LIBS / "libc.so.6", LIBS / "ld-linux-x86-64.so.2",
+FILES = [pytest.param(LIBS / "libc.so.6", marks=pytest.mark.slow), LIBS / "ld-linux-x86-64.so.2",
          *sorted(p for p in (TESTS / "targets").glob("*x86_64*/*")
                  if p.name == "prog" or p.suffix == ".so")]
 SYSTEM = [Path("/usr/lib/x86_64-linux-gnu/libm.so.6"),
@@ -92,6 +92,7 @@ def test_decoder_matches_objdump(path: Path) -> None:
     assert check_file(path) >= (3 if path.suffix == ".so" and "targets" in str(path) else 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in SYSTEM if p.exists()], ids=lambda p: p.name)
 def test_decoder_matches_objdump_on_system_code(path: Path) -> None:
     assert check_file(path) >= 500

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.app.session import Options, check_outputs, write_outputs
+from profiler.app.options import Options
+from profiler.app.outputs import check_outputs, write_outputs
 from profiler.errors import SframeProfError
 from profiler.model import Location, MappingInfo, ProfileData, StackSample
 

@@ -188,6 +188,7 @@ def test_one_corrupt_stack_byte(cases: list[Case], unwinder: Unwinder, data: st.
     assert not check(unwinder, case, with_stack(s, bytes(b)))
 
 
+@pytest.mark.slow
 def test_stack_corruption_sweep(cases: list[Case], unwinder: Unwinder) -> None:
     """Every stack word the chains use, a few flips each: count the outcomes."""
     outcome: collections.Counter[str] = collections.Counter()
@@ -300,6 +301,7 @@ def test_one_corrupt_fre(sframe_frames: list[Any], data: st.DataObject) -> None:
     assert not check(u, item[0], s, space, strict=True)
 
 
+@pytest.mark.slow
 def test_fre_corruption_sweep(sframe_frames: list[Any]) -> None:
     """Every bit of every byte of the FRE used by a frame: count the outcomes."""
     outcome: collections.Counter[str] = collections.Counter()

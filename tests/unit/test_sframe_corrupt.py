@@ -86,6 +86,7 @@ def test_fre_runs_off_end() -> None:
     assert "runs off the end" in _err(d)
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=st.sampled_from(SEEDS), data=st.data())
 def test_corrupted_sections_never_escape(case: tuple[bytes, int], data: st.DataObject) -> None:

@@ -1,4 +1,4 @@
-"""The unwind memo (profiler.app.session.UnwindMemo) gives exactly the unwinder's chains.
+"""The unwind memo (profiler.unwind.memo.UnwindMemo) gives exactly the unwinder's chains.
 
 Every ground-truth snapshot is unwound plainly and through the memo, then again with
 one stack word changed -- at each offset the first unwind read, and at a few it did
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler.app.session import UnwindMemo
 from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
 from profiler.unwind import unwinder as unwind_mod
+from profiler.unwind.memo import UnwindMemo
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.unwinder import Unwinder
 

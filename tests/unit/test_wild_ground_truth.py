@@ -306,6 +306,7 @@ def test_sidecars_name_every_code_mapping() -> None:
     assert not missing, "\n".join(sorted(missing))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [p.name for p in FILES])
 def test_reliable_chains_equal_gdb(name: str, results: Results) -> None:
     wrong = [f"{obj.get('id')}: {why}" for obj, _, st in results.rows[WILD / name]
@@ -314,6 +315,7 @@ def test_reliable_chains_equal_gdb(name: str, results: Results) -> None:
     assert not wrong, f"{len(wrong)} reliable chains differ from gdb:\n" + "\n".join(wrong[:20])
 
 
+@pytest.mark.slow
 def test_reliable_rate_per_program(results: Results) -> None:
     print("\n" + Tally.HEAD)
     low = []
@@ -328,6 +330,7 @@ def test_reliable_rate_per_program(results: Results) -> None:
                      + "\n".join(low))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_reliable_rate_go(arch: str, results: Results) -> None:
     t = Tally()
@@ -341,6 +344,7 @@ def test_reliable_rate_go(arch: str, results: Results) -> None:
     assert t.rate >= RATE, f"{arch} Go: {t.reliable}/{t.eligible} reliable, {dict(t.reasons)}"
 
 
+@pytest.mark.slow
 def test_enough_wild_ground_truth(results: Results) -> None:
     per_file = {"-".join(program_of(p)): len(rows) for p, rows in results.rows.items()}
     per_arch: collections.Counter[str] = collections.Counter()
