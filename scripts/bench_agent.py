@@ -9,7 +9,7 @@ Both run at the same time, over the same period, on the same busy workload:
   second"; the churn test uses 0.1);
 
 `sframe-prof agent` samples the whole host at 19 Hz in 10 s windows and ships every
-profile to a loopback Pyroscope receiver (profiler.agent.receiver) and to a directory;
+profile to a loopback Pyroscope receiver (profiler.app.agent.receiver) and to a directory;
 `perf record -a -F 19 -g` records the whole host to a file.  Both are measured over the
 same period (from the agent's first window on), with the same workload.  Every
 `--every` seconds the script reads each one's CPU time (all threads) and RSS (psutil);
@@ -44,7 +44,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from profiler.agent.receiver import Receiver  # noqa: E402
+from profiler.app.agent.receiver import Receiver  # noqa: E402
 
 ARCH = "aarch64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
 PROG = REPO / "tests" / "targets" / f"v1host-{ARCH}-O2" / "prog"

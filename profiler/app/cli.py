@@ -199,7 +199,7 @@ def tools_parser() -> argparse.ArgumentParser:
 
 
 def cmd_agent(argv: list[str]) -> int:
-    from profiler.agent import main as agent_main
+    from profiler.app.agent import main as agent_main
     return agent_main(argv)
 
 

@@ -91,7 +91,7 @@ class Segment(NamedTuple):
 
 class Section(NamedTuple):
     """One section header with its name.  The first five fields are where the section
-    is; profiler/agent/procs.py reads name and size by position."""
+    is; profiler/app/agent/procs.py reads name and size by position."""
 
     name: str
     sh_type: int

@@ -104,7 +104,7 @@ class ObjectFile:
         self.arch = _MACHINES.get(self.machine, self.machine)
         self.loads = [(s.p_vaddr, s.p_offset, s.p_filesz, s.p_memsz, s.p_flags)
                       for s in self.elf.segments if s.p_type == PT_LOAD]
-        # The section headers, for profiler/agent/procs.py (it sizes the tables).
+        # The section headers, for profiler/app/agent/procs.py (it sizes the tables).
         self._sections = self.elf.sections
         self._sframe_loaded = False
         self._sframe: SFrameSection | None = None

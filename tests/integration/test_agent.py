@@ -1,6 +1,6 @@
 """The fleet agent on this machine's kernel, shipping to a real HTTP server on loopback.
 
-The server (profiler.agent.receiver) implements Pyroscope's ingest contract and the
+The server (profiler.app.agent.receiver) implements Pyroscope's ingest contract and the
 OTLP profiles endpoint and decodes every body; nothing is mocked on the agent's side.
 
 * delivery: windows arrive complete (every group of a window, ``group=i/n``) and in
@@ -30,7 +30,7 @@ from typing import Any
 import live_checks
 import pytest
 
-from profiler.agent.receiver import Receiver
+from profiler.app.agent.receiver import Receiver
 from profiler.emit.pprof_read import read_pprof
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]

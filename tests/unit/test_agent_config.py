@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.agent.config import AgentConfig, build, load_file, parse_size, secret
+from profiler.app.agent.config import AgentConfig, build, load_file, parse_size, secret
 from profiler.errors import SframeProfError
 
 
@@ -95,7 +95,7 @@ def test_secret_from_file(tmp_path: Path) -> None:
 def test_every_setting_has_a_flag() -> None:
     from dataclasses import fields
 
-    from profiler.agent.config import parser
+    from profiler.app.agent.config import parser
     dests = {a.dest for a in parser()._actions}
     missing = {f.name for f in fields(AgentConfig)} - dests
     assert not missing, missing

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 i
     ExportProfilesServiceRequest,
 )
 
-from profiler.agent.receiver import Receiver
+from profiler.app.agent.receiver import Receiver
 from profiler.emit.otlp import (
     CONTENT_TYPE,
     OTLP_PATH,

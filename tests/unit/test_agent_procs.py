@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler.agent.procs import (
+from profiler.app.agent.procs import (
     BoundedProcessTable,
     BoundedResolver,
     FileStream,
-    Lru,
     Matcher,
     ProcessBook,
     TargetScanner,
@@ -21,7 +20,8 @@ from profiler.agent.procs import (
     open_object,
     read_cgroup,
 )
-from profiler.agent.windows import GroupKey, group_key, window_index
+from profiler.app.agent.windows import GroupKey, group_key, window_index
+from profiler.lru import Lru
 from profiler.unwind.objfile import ObjectFile
 
 CID = "0123456789abcdef" * 4
@@ -145,7 +145,7 @@ def test_kernel_threads_share_one_group(tmp_path: Path) -> None:
 
 
 def test_group_keys() -> None:
-    from profiler.agent.procs import ProcInfo
+    from profiler.app.agent.procs import ProcInfo
     info = ProcInfo(9, service="api", container_id=CID)
     assert group_key(info, "pid") == GroupKey("api", 9, CID)
     assert group_key(info, "service") == GroupKey("api", 0, CID)
@@ -192,7 +192,7 @@ def test_file_truncated_under_an_open_object(tmp_path: Path) -> None:
                         "prog").read_bytes())
     code = (
         "import os, sys\n"
-        "from profiler.agent.procs import open_object\n"
+        "from profiler.app.agent.procs import open_object\n"
         "obj = open_object(sys.argv[1], 'victim')\n"
         "os.truncate(sys.argv[1], 100)\n"
         "for pc in range(0x1000, 0x2000, 0x40):\n"
@@ -332,7 +332,7 @@ def test_snapshot_models_a_process_that_has_exited(tmp_path: Path) -> None:
 def test_reader_hands_out_records_in_order_with_snapshots(tmp_path: Path) -> None:
     from dataclasses import dataclass
 
-    from profiler.agent.reader import Reader
+    from profiler.app.agent.reader import Reader
 
     @dataclass
     class Rec:
@@ -385,8 +385,8 @@ def test_agent_sampler_wakes_its_reader_at_every_sample(monkeypatch: pytest.Monk
     WAKEUP_EVERY=1 compiler flag of the BPF program."""
     import types
 
-    from profiler.agent.agent import Agent
-    from profiler.agent.config import AgentConfig
+    from profiler.app.agent.agent import Agent
+    from profiler.app.agent.config import AgentConfig
     from profiler.capture import bcc_source
 
     seen: list[list[str]] = []

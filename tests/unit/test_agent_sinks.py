@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from profiler.agent.procs import ProcInfo
-from profiler.agent.receiver import Receiver, parse_pyroscope_name
-from profiler.agent.sinks import DirectorySink, OtlpSink, PyroscopeSink, pyroscope_name
-from profiler.agent.spool import Spool
-from profiler.agent.windows import Shipment, Window, build_shipments, group_key
+from profiler.app.agent.procs import ProcInfo
+from profiler.app.agent.receiver import Receiver, parse_pyroscope_name
+from profiler.app.agent.sinks import DirectorySink, OtlpSink, PyroscopeSink, pyroscope_name
+from profiler.app.agent.spool import Spool
+from profiler.app.agent.windows import Shipment, Window, build_shipments, group_key
 from profiler.symbolize.resolve import Resolver
 
 WINDOW_NS = 10_000_000_000
@@ -202,7 +202,7 @@ def test_directory_sink_rotates(tmp_path: Path, budget: int) -> None:
 
 def test_directory_sink_keeps_at_most_max_files(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import profiler.agent.sinks as sinks_mod
+    import profiler.app.agent.sinks as sinks_mod
     monkeypatch.setattr(sinks_mod, "MAX_FILES", 5)
     d = DirectorySink(str(tmp_path / "out"), 1 << 30)
     for w in range(6):

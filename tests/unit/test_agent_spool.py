@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from profiler.agent.spool import Spool
+from profiler.app.agent.spool import Spool
 
 
 def test_put_peek_read_remove(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_no_module_spells_a_code_as_a_literal() -> None:
         if path.name == "reasons.py" or path.name.endswith("_pb2.py"):
             continue
         tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and node.value in reasons.REASONS:
-                found.append(f"{path.relative_to(PROFILER)}:{node.lineno} {node.value!r}")
+        found.extend(f"{path.relative_to(PROFILER)}:{node.lineno} {node.value!r}"
+                     for node in ast.walk(tree)
+                     if isinstance(node, ast.Constant) and node.value in reasons.REASONS)
     assert not found, "use the constants of profiler.reasons:\n" + "\n".join(found)

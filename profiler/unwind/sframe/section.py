@@ -18,9 +18,9 @@ import struct
 from array import array
 from typing import NamedTuple
 
+import profiler.unwind.sframe.constants as C
 from profiler.unwind import rules
 from profiler.unwind.rules import Rule
-from profiler.unwind.sframe import constants as C
 
 
 class SFrameError(Exception):

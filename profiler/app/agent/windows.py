@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from profiler.aggregate import Aggregator
 
 if TYPE_CHECKING:
-    from profiler.agent.procs import ProcInfo
+    from profiler.app.agent.procs import ProcInfo
     from profiler.model import ProfileData
     from profiler.symbolize.resolve import Resolver
 

@@ -1,7 +1,7 @@
 """Where profiles go: a local directory, Pyroscope's HTTP ingest, an OTLP endpoint.
 
 Any number of sinks run at once.  The directory sink writes at the end of each window.
-A network sink puts every payload into its own :class:`~profiler.agent.spool.Spool`
+A network sink puts every payload into its own :class:`~profiler.app.agent.spool.Spool`
 and a sender thread delivers the spool in order, one request per group and window:
 
 * 2xx: delivered, the item is deleted;
@@ -35,8 +35,8 @@ import urllib.request
 from collections import deque
 from typing import Any
 
-from profiler.agent.spool import Spool
-from profiler.agent.windows import Shipment, iso_name, safe_name
+from profiler.app.agent.spool import Spool
+from profiler.app.agent.windows import Shipment, iso_name, safe_name
 
 log = logging.getLogger("sframe-prof.agent")
 

@@ -20,16 +20,7 @@ Modules, in pipeline order:
 from __future__ import annotations
 
 
-def agent_version() -> str:
-    """The agent's version: the installed sframe-prof distribution's."""
-    try:
-        from importlib.metadata import version
-        return version("sframe-prof")
-    except Exception:  # noqa: BLE001 - a source tree without metadata
-        return "0.1.0"
-
-
 def main(argv: list[str]) -> int:
     """`sframe-prof agent ...` (imported lazily by profiler.app.cli)."""
-    from profiler.agent.agent import run
+    from profiler.app.agent.agent import run
     return run(argv)

@@ -9,7 +9,7 @@ answers 400 to anything malformed, 401 to wrong credentials.
 Accepted profiles are kept in memory and, with ``--log FILE``, appended to a JSON-lines
 file (one object per request).
 
-    python -m profiler.agent.receiver --port 4040 --log received.jsonl
+    python -m profiler.app.agent.receiver --port 4040 --log received.jsonl
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class Receiver:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m profiler.agent.receiver",
+    p = argparse.ArgumentParser(prog="python -m profiler.app.agent.receiver",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, default=4040)
     p.add_argument("--log", default="", help="append every accepted request here (JSON lines)")

@@ -23,9 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.agent import agent_version
-from profiler.agent.config import AgentConfig, build, secret
-from profiler.agent.metrics import (
+from profiler.app.agent.config import AgentConfig, build, secret
+from profiler.app.agent.metrics import (
     ResourceMeter,
     Totals,
     WindowMetrics,
@@ -34,17 +33,17 @@ from profiler.agent.metrics import (
     status_doc,
     write_status,
 )
-from profiler.agent.procs import (
+from profiler.app.agent.procs import (
     BoundedProcessTable,
     BoundedResolver,
     Matcher,
     ProcessBook,
     TargetScanner,
 )
-from profiler.agent.reader import Reader
-from profiler.agent.sinks import DirectorySink, HttpSink, OtlpSink, PyroscopeSink
-from profiler.agent.spool import Spool
-from profiler.agent.windows import Clock, Window, build_shipments, group_key
+from profiler.app.agent.reader import Reader
+from profiler.app.agent.sinks import DirectorySink, HttpSink, OtlpSink, PyroscopeSink
+from profiler.app.agent.spool import Spool
+from profiler.app.agent.windows import Clock, Window, build_shipments, group_key
 from profiler.app.options import machine_arch
 from profiler.app.pipeline import Pipeline
 from profiler.app.sampling import SamplingLoop
@@ -57,6 +56,15 @@ log = logging.getLogger("sframe-prof.agent")
 GRACE_NS = 300_000_000          # wait this long after a window's end for its last samples
 POLL_MS = 100                   # the reader thread's wait on the BPF buffer
 CONSUME_MS = 250                # the main loop's: it unwinds what the reader read, in batches
+
+
+def agent_version() -> str:
+    """The agent's version: the installed sframe-prof distribution's."""
+    try:
+        from importlib.metadata import version
+        return version("sframe-prof")
+    except Exception:  # noqa: BLE001 - a source tree without metadata
+        return "0.1.0"
 
 
 def limit_arenas() -> None:
@@ -456,7 +464,7 @@ class Agent:
         import json
         from dataclasses import asdict
 
-        from profiler.agent.windows import iso_name
+        from profiler.app.agent.windows import iso_name
         for sink in self.sinks:
             if isinstance(sink, DirectorySink):
                 doc = {"window_start_ns": win.start_ns, "window_end_ns": win.end_ns,
