@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiler.model import UnwoundStack
-from profiler.unwind.unwinder import AddressSpace
+from profiler.unwind.space import AddressSpace
 
 
 @dataclass(slots=True)

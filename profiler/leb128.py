@@ -6,7 +6,7 @@ MAX_LEB_BYTES = 10  # 64-bit values; longer encodings are treated as corrupt
 
 
 class LebError(Exception):
-    """A truncated or overlong number (or, in profiler.cfi, any decoding defect)."""
+    """A truncated or overlong number (or, in profiler.unwind.cfi, any decoding defect)."""
 
 
 def uleb(data: bytes, pos: int, end: int) -> tuple[int, int]:

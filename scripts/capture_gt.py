@@ -92,7 +92,7 @@ def arch():
 
 X86_REGS = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
             "r13", "r14", "r15", "eflags"]
-A64_REGS = ["x%d" % i for i in range(29)] + ["cpsr"]
+A64_REGS = [f"x{i}" for i in range(29)] + ["cpsr"]
 
 
 def read_regs(a, frame):
@@ -153,7 +153,7 @@ def mappings(pid):
     over the remote protocol; gdb >= 12 prints the permissions column."""
     out = []
     if not REMOTE:
-        with open("/proc/%d/maps" % pid) as f:
+        with open(f"/proc/{pid}/maps") as f:
             for line in f:
                 m = MAPS_LINE.match(line.rstrip("\n"))
                 if m:
@@ -195,7 +195,8 @@ def walk(a, mask):
             if mask:
                 pc &= ~mask & M64
             sp = int(f.read_register("sp")) & M64
-            kept.append((pc, sp, f.name(), "SIGTRAMP" if f.type() == gdb.SIGTRAMP_FRAME else "NORMAL"))
+            kind = "SIGTRAMP" if f.type() == gdb.SIGTRAMP_FRAME else "NORMAL"
+            kept.append((pc, sp, f.name(), kind))
             if f.name() in OUTERMOST:
                 return kept, True, f"outermost function {f.name()}"
         if depth >= FRAME_LIMIT:
@@ -203,7 +204,7 @@ def walk(a, mask):
         try:
             older = f.older()
         except gdb.error as e:
-            return kept, False, "gdb-error: %s" % e
+            return kept, False, f"gdb-error: {e}"
         if older is None:
             reason = f.unwind_stop_reason()
             return kept, reason == gdb.FRAME_UNWIND_OUTERMOST, gdb.frame_stop_reason_string(reason)
@@ -233,7 +234,7 @@ class Capture:
                 kept, complete, note = walk(a, mask)
             except (gdb.error, gdb.MemoryError, RuntimeError) as e:
                 self.errors += 1
-                print("GT: snapshot error (stop %d thread %d): %s" % (stop, th.num, e))
+                print(f"GT: snapshot error (stop {stop} thread {th.num}): {e}")
                 continue
             # a pc outside executable memory means gdb lost its way (e.g. an object
             # it had no symbols/CFI for): keep only the frames before it, and since
@@ -243,7 +244,7 @@ class Capture:
                 if not any(lo <= k[0] < hi for lo, hi in xmaps):
                     kept = kept[:i]
                     complete = False
-                    note = "pc-not-executable at frame %d (%s)" % (i, note)
+                    note = f"pc-not-executable at frame {i} ({note})"
                     break
             if not complete:
                 # gdb did not reach a genuine outermost frame: its last frames came
@@ -259,7 +260,7 @@ class Capture:
                 expected.append(e)
             rec = {
                 "arch": a,
-                "id": "%s/%s/%d/t%d" % (VARIANT, event.split(":")[0], stop, th.num),
+                "id": f"{VARIANT}/{event.split(':')[0]}/{stop}/t{th.num}",
                 "variant": VARIANT,
                 "event": event,
                 "regs": regs,
@@ -300,7 +301,7 @@ def run_bp(cap):
         try:
             if not gdb.lookup_global_symbol(fn) and not gdb.lookup_static_symbol(fn):
                 # no debug symbol (e.g. a name that only exists in some variants)
-                if "No symbol" in quiet("info address %s" % fn):
+                if "No symbol" in quiet(f"info address {fn}"):
                     continue
         except gdb.error:
             continue
@@ -328,8 +329,8 @@ def run_bp(cap):
             break
         b.enabled = False
         k = rng.randint(1, 12)
-        quiet("stepi %d" % k)
-        cap.snapshot_all("lazy:%s+%d" % (b.location, k), stop)
+        quiet(f"stepi {k}")
+        cap.snapshot_all(f"lazy:{b.location}+{k}", stop)
         stop += 1
     while stop < N:
         for b in bps:
@@ -354,19 +355,19 @@ def run_bp(cap):
         else:
             k = rng.randint(1, maxstep[b.number])
         if k == 0:
-            event = "bp:%s" % b.location
+            event = f"bp:{b.location}"
         else:
             # breakpoints off while stepping, or 'stepi N' stops at the next one
             try:
-                quiet("stepi %d" % k)
+                quiet(f"stepi {k}")
             except gdb.error as e:
                 print("GT: stepi failed:", e)
                 break
-            event = "stepi:%s+%d" % (b.location, k)
+            event = f"stepi:{b.location}+{k}"
         cap.snapshot_all(event, stop)
         stop += 1
-    print("GT: %s %d stops, %d records, %d errors in %.1f s"
-          % (VARIANT, stop, cap.records, cap.errors, time.time() - t0))
+    print(f"GT: {VARIANT} {stop} stops, {cap.records} records, {cap.errors} errors in "
+          f"{time.time() - t0:.1f} s")
     try:
         quiet("kill")
     except gdb.error:
@@ -378,11 +379,11 @@ def run_attach(cap):
     t0 = time.time()
     for stop in range(N):
         time.sleep(rng.uniform(0.005, 0.04))
-        quiet("attach %d" % pid)
+        quiet(f"attach {pid}")
         cap.snapshot_all("attach", stop)
         quiet("detach")
-    print("GT: %s %d attaches, %d records, %d errors in %.1f s"
-          % (VARIANT, N, cap.records, cap.errors, time.time() - t0))
+    print(f"GT: {VARIANT} {N} attaches, {cap.records} records, {cap.errors} errors in "
+          f"{time.time() - t0:.1f} s")
 
 
 with open(OUT, "w", buffering=1) as fh:    # lines reach the file as written

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# run_tests.sh -- the one test command.  Extra arguments go to pytest, e.g.
+# run_tests.sh -- the one test command.  With no arguments it runs scripts/lint.sh
+# (ruff, mypy --strict) and then the whole suite.  Extra arguments go to pytest (no
+# lint then), e.g.
 #     scripts/run_tests.sh -m 'not bpf' -k sframe
+#     scripts/run_tests.sh -m 'not slow' tests/unit      # the quick loop
+# Tests marked slow always run here (--slow); a bare `pytest` leaves them out unless
+# -m selects them (tests/conftest.py).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,4 +17,7 @@ if [[ ! -x $PY ]]; then
 fi
 
 cd "$ROOT"
-exec "$PY" -m pytest -q "$@"
+if [[ $# -eq 0 ]]; then
+    scripts/lint.sh
+fi
+exec "$PY" -m pytest -q --slow "$@"

@@ -15,7 +15,8 @@
 #      that bcc can compile BPF programs.  Safe only for programs that use uapi layouts.
 #   3. Creates .venv from the *system* python (/usr/bin/python3) with
 #      --system-site-packages, so that the venv sees the distro's bcc module, and installs
-#      sframe-prof into it in editable mode with the test extras.
+#      sframe-prof into it in editable mode with the test extras and the dev ones (ruff,
+#      mypy: scripts/lint.sh).
 #
 # bcc comes only from the distro: PyPI's package named "bcc" is an unrelated project.
 set -euo pipefail
@@ -159,7 +160,7 @@ venv_is_usable() {
         2>/dev/null
 }
 
-IMPORT_CHECK='import bcc, elftools, google.protobuf, psutil, pytest, hypothesis, profiler'
+IMPORT_CHECK='import bcc, elftools, google.protobuf, psutil, pytest, hypothesis, ruff, mypy, profiler'
 
 setup_venv() {
     [[ -x $SYS_PYTHON ]] || die "$SYS_PYTHON is missing"
@@ -177,14 +178,14 @@ setup_venv() {
     want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
     if [[ -f $stamp && $(cat "$stamp") == "$want" ]] \
         && (cd / && "$VENV/bin/python" -c "$IMPORT_CHECK") >/dev/null 2>&1; then
-        log "pip: sframe-prof[test] already installed (editable)"
+        log "pip: sframe-prof[test,dev] already installed (editable)"
         return 0
     fi
     # compat mode: the checkout goes on sys.path through a .pth line, like an installed
     # package; the default editable mode imports a finder (pathlib, urllib, ...) at
     # every interpreter start, 15 ms of each sframe-prof command.
-    log "pip install -e '.[test]' (editable_mode=compat)"
-    "$VENV/bin/python" -m pip install --quiet -e "${ROOT}[test]" \
+    log "pip install -e '.[test,dev]' (editable_mode=compat)"
+    "$VENV/bin/python" -m pip install --quiet -e "${ROOT}[test,dev]" \
         --config-settings editable_mode=compat
     echo "$want" > "$stamp"
 }

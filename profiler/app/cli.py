@@ -187,8 +187,9 @@ def tools_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("sframe-dump", help="print a file's .sframe like objdump --sframe")
     d.add_argument("file")
-    d.add_argument("--compat", choices=COMPAT, default="2.46",
-                   help="dump layout of this binutils release (default 2.46)")
+    d.add_argument("--compat", choices=COMPAT, default=None,
+                   help="dump layout of this binutils release (default: the one that "
+                        "reads the file's version, 2.40 for SFrame V1, else 2.46)")
     d.set_defaults(func=cmd_sframe_dump)
     u = sub.add_parser("unwind-snapshots", help="unwind stack snapshots (JSON Lines)")
     u.add_argument("file")

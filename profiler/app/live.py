@@ -29,7 +29,8 @@ from profiler.model import RawSample
 from profiler.symbolize.resolve import Resolver
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.process import Process, ProcessTable, pid_alive
-from profiler.unwind.unwinder import AddressSpace, Unwinder
+from profiler.unwind.space import AddressSpace
+from profiler.unwind.unwinder import Unwinder
 
 if TYPE_CHECKING:
     from profiler.capture.bcc_source import BpfRecord, BpfSampler

@@ -16,7 +16,8 @@ from profiler.reasons import (
 from profiler.symbolize.resolve import Resolver
 from profiler.unwind.memo import UnwindMemo
 from profiler.unwind.process import Process, ProcessTable
-from profiler.unwind.unwinder import AddressSpace, Unwinder
+from profiler.unwind.space import AddressSpace
+from profiler.unwind.unwinder import Unwinder
 
 # Chain failures that newer maps could fix (a library loaded after the maps were read).
 REFRESH_REASONS = (PC_NOT_MAPPED, RA_NOT_EXECUTABLE, OBJECT_UNAVAILABLE)

@@ -13,7 +13,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from profiler.capture.recording import CaptureHeader, CaptureWriter, FileIdentity
+from profiler.capture.fileformat import CaptureHeader, FileIdentity
+from profiler.capture.writer import CaptureWriter
 from profiler.errors import SframeProfError
 from profiler.unwind.process import Process
 
@@ -77,7 +78,7 @@ class RecordMode:
         pay for reading kallsyms): `report` then needs no kallsyms of this machine."""
         if not self.kernel_pcs or self.writer is None:
             return
-        from profiler.symbolize.symbols import KernelSymbols
+        from profiler.symbolize.kallsyms import KernelSymbols
         ks = KernelSymbols.load()
         if not ks.available:
             return
@@ -94,7 +95,7 @@ class RecordMode:
         if self.recorded_maps.get(proc.pid) == proc.generation:
             return
         self.recorded_maps[proc.pid] = proc.generation
-        from profiler.symbolize.symbols import read_build_id
+        from profiler.symbolize.debugfiles import read_build_id
         idents: list[FileIdentity | None] = []
         for m in proc.mappings:
             ident = proc.identities.get(m.start)

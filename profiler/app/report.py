@@ -23,12 +23,15 @@ from profiler.app.options import Options
 from profiler.app.outputs import check_outputs, write_outputs
 from profiler.app.pipeline import REFRESH_REASONS, Pipeline
 from profiler.app.summary import summary
-from profiler.capture.recording import Capture, MapsSnapshot, PackedSamples, read_capture
+from profiler.capture.fileformat import MapsSnapshot
+from profiler.capture.packed import PackedSamples
+from profiler.capture.reader import Capture, read_capture
 from profiler.model import Mapping, RawSample
+from profiler.symbolize.debugfiles import read_build_id
 from profiler.symbolize.resolve import Resolver
-from profiler.symbolize.symbols import read_build_id
 from profiler.unwind.objfile import ObjectCache, ObjectFile
-from profiler.unwind.unwinder import AddressSpace, Unwinder
+from profiler.unwind.space import AddressSpace
+from profiler.unwind.unwinder import Unwinder
 
 
 def report(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """Sample sources: where RawSamples come from.
 
-* :mod:`profiler.capture.recording` -- raw capture files (proto/capture.proto):
-  ``CaptureWriter`` records a run, ``read_capture`` replays it without BPF.
+* raw capture files (proto/capture.proto): :mod:`profiler.capture.fileformat` (the
+  format and its records), :mod:`profiler.capture.writer` (``CaptureWriter`` records a
+  run), :mod:`profiler.capture.reader` (``read_capture`` replays it without BPF) and
+  :mod:`profiler.capture.packed` (the packed sample layout both use).
 * :mod:`profiler.capture.bcc_source` -- live sampling through the distribution's bcc;
   the only module that imports ``bcc``.
 

@@ -17,6 +17,10 @@ from profiler.unwind.elf import (
     c_string,
 )
 
+# Bounds on the tables one file can make us read: dynamic relocations, or symbol
+# entries (.symtab, .dynsym).
+MAX_RELOCS = 1 << 20
+
 
 def sized_functions(elf: ElfFile, limit: int) -> list[tuple[int, int]]:
     """Sorted (start, size) of the defined STT_FUNC symbols with a size, from .symtab,

@@ -4,7 +4,8 @@ The unwinder asks of the code around a return address: does a call instruction e
 right before it, and if so, where does that call go (a function, a PLT stub, a GOT
 slot, or a register)?  And of a function: which other code can it reach by a direct
 jump (a tail call, a jump into its ``.cold`` part)?  Of an interrupted pc saved in a
-signal frame: is it the start of an instruction?
+signal frame: is it the start of an instruction?  Is a pc in the kernel's signal
+return trampoline?
 
 aarch64 instructions are fixed-size words: ``BL``/``BLR``/``BLRA*`` calls and ``B``,
 ``B.cond``, ``CBZ``/``CBNZ``, ``TBZ``/``TBNZ`` branches are read where they stand.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import array
 import bisect
 import struct
+from collections.abc import Callable
 
 # An aarch64 function longer than this, or an x86_64 one, is not scanned for jumps.
 MAX_SCAN = 1 << 21
@@ -414,3 +416,18 @@ def a64_branch_targets(start: int, code: bytes) -> frozenset[int] | None:
         if not start <= t < end:
             out.add(t)
     return frozenset(out)
+
+
+# The kernel's rt_sigreturn trampolines, recognised by their code, and the offsets
+# into it where a sampled pc can be: on either instruction, or just past the system
+# call while the kernel runs rt_sigreturn.  SP points at the signal frame at all of them.
+SIGRETURN_CODE = {
+    "x86_64": (bytes.fromhex("48c7c00f0000000f05"), (0, 7, 9)),   # mov $15,%rax; syscall
+    "aarch64": (bytes.fromhex("681180d2010000d4"), (0, 4, 8)),    # mov x8,#139; svc #0
+}
+
+
+def is_sigreturn_at(arch: str, addr: int, read: Callable[[int, int], bytes]) -> bool:
+    """Whether `addr` is inside (or just past) an rt_sigreturn trampoline."""
+    code, offsets = SIGRETURN_CODE.get(arch, (b"-", ()))
+    return any(read(addr - off, len(code)) == code for off in offsets)

@@ -9,7 +9,9 @@ from mmap import mmap
 from typing import Any
 
 from profiler.model import RawSample
-from profiler.unwind.unwinder import AddressSpace, Unwinder, struct_for
+from profiler.unwind.space import AddressSpace
+from profiler.unwind.suffixes import struct_for
+from profiler.unwind.unwinder import Unwinder
 
 _REG_BITS = {"pc": 1, "sp": 2, "fp": 4, "lr": 8}   # as the capture's packed samples
 _MEMO_KEYS = 4096       # register sets remembered per address space

@@ -6,6 +6,12 @@ falls outside the known mappings (dlopen, exec).  Mapped files are opened throug
 containers and chroots and for deleted files, and cached by file identity (device and
 inode), so every ELF, SFrame and CFI table is loaded once per run.  A process that
 exits keeps its last maps, so its samples still unwind and symbolize.
+
+A one-shot run keeps every object it opens, read whole into memory.  A profiler that
+runs for months bounds what it keeps (ProcessTable's settings): objects are cached
+in an LRU limited in count and bytes, read as streams instead of whole, processes
+whose samples keep asking for new maps are re-read less and less often, and it
+forgets processes, objects and memos on request (forget, drop_objects, trim).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from profiler.lru import Lru
 from profiler.model import Mapping
 from profiler.unwind.objfile import ObjectCache, ObjectError, ObjectFile
-from profiler.unwind.unwinder import AddressSpace
+from profiler.unwind.space import AddressSpace
 
 REFRESH_INTERVAL_S = 0.005
 
@@ -120,15 +127,34 @@ class Process:
 
 
 class ProcessTable:
-    """Every process seen during a run."""
+    """Every process seen during a run.
+
+    By default every object opened is kept, read whole.  The settings bound that:
+    with `max_objects` set, objects are kept in an LRU of that many (at least one)
+    and of at most `max_object_bytes` (ObjectFile.nbytes; 0: no byte budget); an
+    object evicted from it is let go by the processes too, so the budget bounds
+    memory (a process that samples it again opens it again).  `streaming` opens
+    objects as streams (ObjectFile.open_streamed).  `refresh_backoff` re-reads the
+    maps of a process whose samples keep asking for new ones (JIT code, a pc in
+    memory no map names, an exiting process) after 5 ms, 50 ms, 0.5 s, then every
+    5 s, until they change.
+    """
 
     def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc",
-                 use_map_files: bool = True) -> None:
+                 use_map_files: bool = True, *, max_objects: int | None = None,
+                 max_object_bytes: int = 0, streaming: bool = False,
+                 refresh_backoff: bool = False) -> None:
         self.objects = objects or ObjectCache()
         self.proc = proc
         self.use_map_files = use_map_files
+        self.streaming = streaming
+        self.refresh_backoff = refresh_backoff
         self.procs: dict[int, Process] = {}
-        self._by_identity: dict[FileIdentity, ObjectFile | None] = {}
+        # The object behind each file identity (None: it could not be opened).
+        self.object_cache: dict[FileIdentity, ObjectFile | None] = \
+            {} if max_objects is None \
+            else Lru(max_objects, max_object_bytes, _nbytes, self._evicted)
+        self._refresh_fails: dict[int, tuple[int, float]] = {}   # pid -> (fails, when)
         self.parents: dict[int, int] = {}
         self.open_errors: dict[str, str] = {}
 
@@ -168,9 +194,24 @@ class ProcessTable:
         return p
 
     def refresh(self, p: Process, force: bool = False, snap: Snapshot | None = None) -> bool:
-        """Re-read the maps (rate limited), or take them from `snap`; True if they
-        changed.  A PID that came back as a new process (PID reuse) gets the new
-        process's maps."""
+        """Re-read the maps (rate limited, with the backoff if set), or take them
+        from `snap`; True if they changed.  A PID that came back as a new process
+        (PID reuse) gets the new process's maps."""
+        if not self.refresh_backoff:
+            return self._refresh(p, force, snap)
+        now = time.monotonic()
+        fails, last = self._refresh_fails.get(p.pid, (0, 0.0))
+        if not force and snap is None and \
+                now - max(last, p.refreshed_at) < REFRESH_INTERVAL_S * 10 ** min(fails, 3):
+            return False
+        changed = self._refresh(p, force, snap)
+        if changed:
+            self._refresh_fails.pop(p.pid, None)
+        else:
+            self._refresh_fails[p.pid] = (fails + 1, now)
+        return changed
+
+    def _refresh(self, p: Process, force: bool, snap: Snapshot | None) -> bool:
         now = time.monotonic()
         if not force and snap is None and now - p.refreshed_at < REFRESH_INTERVAL_S:
             return False
@@ -211,7 +252,7 @@ class ProcessTable:
         for m, ident in parse_maps(snap.maps):
             if m.path == "[vdso]":
                 vdso = m
-            if ident is None or not m.executable or ident in self._by_identity:
+            if ident is None or not m.executable or ident in self.object_cache:
                 continue
             try:
                 snap.fds[m.start] = os.open(f"{base}/map_files/{m.start:x}-{m.end:x}",
@@ -291,8 +332,8 @@ class ProcessTable:
         """The ELF object behind a file mapping, cached by device and inode."""
         p = self.procs.get(pid)
         ident = p.identities.get(m.start) if p else None
-        if ident is not None and ident in self._by_identity:
-            return self._by_identity[ident]
+        if ident is not None and ident in self.object_cache:
+            return self.object_cache[ident]
         obj = None
         map_file = f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}"
         candidates = ([map_file] if self.use_map_files else []) + [
@@ -312,16 +353,63 @@ class ProcessTable:
             except ObjectError as exc:
                 self.open_errors[m.path] = str(exc)
         if ident is not None:
-            self._by_identity[ident] = obj
+            self.object_cache[ident] = obj
         return obj
 
     def open_file(self, path: str, name: str) -> ObjectFile:
-        """Open one candidate file; a subclass may map it instead of reading it."""
+        """Open one candidate file: read whole, or as a stream (`streaming`)."""
+        if self.streaming:
+            return ObjectFile.open_streamed(path, name)
         return ObjectFile.open(path, name)
+
+    # -- bounds -------------------------------------------------------------------
+
+    def forget(self, pid: int) -> None:
+        """Forget a process (it exited, and its samples are done with)."""
+        p = self.procs.pop(pid, None)
+        if p is not None:
+            self.close_fds(p)
+        self._refresh_fails.pop(pid, None)
+        self.parents.pop(pid, None)
+
+    def drop_objects(self) -> None:
+        """Forget every ELF object (memory pressure): they are opened again on demand."""
+        self.object_cache.clear()
+        for p in self.procs.values():
+            if p.space is not None:
+                p.space.drop_objects()
+
+    def trim(self, max_memo: int = 4096) -> None:
+        """Housekeeping between batches of samples: bound the memos of every known
+        address space and object to `max_memo` entries."""
+        if len(self.open_errors) > 1000:
+            self.open_errors.clear()
+        seen: set[int] = set()
+        objs = [o for o in self.object_cache.values() if o is not None]
+        for p in self.procs.values():
+            if p.space is not None:
+                p.space.clear_memos(max_memo)
+                objs.extend(p.space.opened())
+        for obj in objs:
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                obj.trim_memos(max_memo)
+
+    def _evicted(self, _ident: FileIdentity, obj: ObjectFile | None) -> None:
+        """An object left the cache: known processes let go of it too."""
+        if obj is None:
+            return
+        for p in self.procs.values():
+            if p.space is not None:
+                p.space.drop_object(obj)
 
     def identity_of(self, pid: int, m: Mapping) -> FileIdentity | None:
         p = self.procs.get(pid)
         return p.identities.get(m.start) if p else None
+
+
+def _nbytes(obj: ObjectFile | None) -> int:
+    return 0 if obj is None else obj.nbytes()
 
 
 def _same_inode(path: str, ident: FileIdentity) -> bool:

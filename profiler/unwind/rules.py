@@ -57,3 +57,12 @@ class Rule(NamedTuple):
     mangled_ra: bool = False  # aarch64: the RA carries a PAC signature
     signal: bool = False      # the function is a signal trampoline
     cfa_add: int = 0          # added after the dereference (CFA = *(reg + off) + add)
+
+
+def rule_shape(rule: Rule) -> tuple[int, ...]:
+    """What a rule says about CFA, RA and FP, without the fields that do not matter
+    for its kinds (a register number for a CFA-relative slot, say)."""
+    return (rule.cfa_reg, rule.cfa_off, rule.cfa_deref, rule.cfa_add,
+            rule.ra_kind, rule.ra_off if rule.ra_kind == LOC_CFA_DEREF else 0,
+            rule.fp_kind, rule.fp_off if rule.fp_kind == LOC_CFA_DEREF else 0,
+            rule.mangled_ra)

@@ -142,7 +142,7 @@ def depths(prog: live_panel.Program, seconds: float, outdir: Path) -> list[int |
     """Per sample of a 64 KiB recording: bytes from SP to the CFA of the outermost frame
     of a reliable chain (the stack the chain needs), None when even 64 KiB did not
     reach the root (stack-truncated)."""
-    from profiler.capture.recording import read_capture
+    from profiler.capture.reader import read_capture
     from profiler.unwind.objfile import ObjectCache
     from profiler.unwind.unwinder import Unwinder
     cap = outdir / f"{prog.name}.sfcap"

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import GuestRun, Terminal, stream  # tests/arm64/harness.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))   # live_checks
-
-from harness import GuestRun, Terminal, stream  # noqa: E402  (tests/arm64/harness.py)
 
 VM = REPO / "scripts" / "arm64-vm.sh"
 GUEST_SCRIPT = "tests/arm64/guest/e2e.sh"

@@ -6,7 +6,7 @@ fixture in conftest.py: in the arm64 VM on x86_64, natively on arm64) profiles t
 pac-ret programs with SFrame V3 for 10 s with `sframe-prof -p PIDS -d 10`, records the
 same programs with `sframe-prof record`, and reports that capture in the guest.  Here
 the profiles are read back with `go tool pprof -traces` and the project's reader
-(tests/integration/live_checks.py), and the capture is reported again on this machine.
+(tests/helpers/live.py), and the capture is reported again on this machine.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 from harness import GuestRun, Terminal
-from live_checks import ENTRY_ROOTS, PROG_FUNCS, Stats, profile_stats, read
+from helpers.live import ENTRY_ROOTS, PROG_FUNCS, Stats, profile_stats, read
+from helpers.paths import REPO
 
-from profiler.capture.recording import read_capture
+from profiler.capture.reader import read_capture
 from profiler.emit.pprof_read import ReadProfile, ReadSample
 from profiler.model import RawSample
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.unwinder import Unwinder
 
-REPO = Path(__file__).resolve().parents[2]
 # tests/arm64/src/kio.c
 KIO_FUNCS = frozenset({"main", "io_loop", "zero_fill", "null_sink", "worker", "crunch", "spin",
                        "tick_handler", "tick_io"})

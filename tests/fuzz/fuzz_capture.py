@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the capture-file reader (profiler.capture.recording) and the report path
+"""Fuzz the capture-file reader (profiler.capture.reader) and the report path
 behind it: every sample read back is unwound the way `sframe-prof report` does.
 
 Input: the bytes of one capture file (magic + length-prefixed protobuf records).
@@ -19,17 +19,14 @@ from collections.abc import Iterator
 import common
 
 with common.instrumented("profiler"):
-    from profiler.capture.recording import (
-        CaptureError,
-        CaptureHeader,
-        CaptureWriter,
-        FileIdentity,
-        read_capture,
-    )
+    from profiler.capture.fileformat import CaptureError, CaptureHeader, FileIdentity
+    from profiler.capture.reader import read_capture
+    from profiler.capture.writer import CaptureWriter
     from profiler.model import RawSample
     from profiler.reasons import REASONS
     from profiler.unwind.objfile import ObjectCache
-    from profiler.unwind.unwinder import AddressSpace, Unwinder
+    from profiler.unwind.space import AddressSpace
+    from profiler.unwind.unwinder import Unwinder
 
 TARGET = "capture"
 MAX_LEN = 32768

@@ -23,7 +23,9 @@ from collections.abc import Iterator
 import common
 
 with common.instrumented("profiler"):
-    from profiler.cfi import CfiError, CfiTable, _parse_eh_frame_hdr, _Section
+    from profiler.unwind.cfi import CfiError, CfiTable
+    from profiler.unwind.cfi.eh_frame_hdr import parse_eh_frame_hdr as _parse_eh_frame_hdr
+    from profiler.unwind.cfi.entries import Section as _Section
     from profiler.unwind.elf import SHT_NOBITS
     from profiler.unwind.objfile import ObjectFile
 

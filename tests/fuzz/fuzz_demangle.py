@@ -15,12 +15,10 @@ from collections.abc import Iterator
 import common
 
 with common.instrumented("profiler"):
-    from profiler.symbolize.demangle import (
-        demangle,
-        demangle_itanium,
-        demangle_rust_legacy,
-        demangle_rust_v0,
-    )
+    from profiler.symbolize.demangle import demangle
+    from profiler.symbolize.itanium import demangle_itanium
+    from profiler.symbolize.rust_legacy import demangle_rust_legacy
+    from profiler.symbolize.rust_v0 import demangle_rust_v0
 
 TARGET = "demangle"
 MAX_LEN = 4096

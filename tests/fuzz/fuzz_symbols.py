@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Fuzz the symbol readers (profiler.symbolize.symbols): .symtab/.dynsym, build-ID notes,
-.gnu_debuglink, MiniDebugInfo (.gnu_debugdata, an xz-compressed ELF) and the
-demangler behind every lookup.
+"""Fuzz the symbol readers (profiler.symbolize.symbols and .debugfiles): .symtab/.dynsym,
+build-ID notes, .gnu_debuglink, MiniDebugInfo (.gnu_debugdata, an xz-compressed ELF) and
+the demangler behind every lookup.
 
 Input: one ELF file, read as if mapped from /fuzz/fuzz.so under an empty root (so no
 separate debug file is ever found; the MiniDebugInfo path runs instead).  Seeds: the
@@ -21,7 +21,8 @@ from pathlib import Path
 import common
 
 with common.instrumented("profiler"):
-    from profiler.symbolize.symbols import ElfSymbols, read_build_id
+    from profiler.symbolize.debugfiles import read_build_id
+    from profiler.symbolize.symbols import ElfSymbols
     from profiler.unwind.objfile import ObjectError, ObjectFile
 
 TARGET = "symbols"

@@ -34,7 +34,8 @@ with common.instrumented("profiler"):
     from profiler.model import RawSample
     from profiler.reasons import REASONS
     from profiler.unwind.objfile import ObjectCache
-    from profiler.unwind.unwinder import MAX_FRAMES, AddressSpace, Unwinder
+    from profiler.unwind.space import AddressSpace
+    from profiler.unwind.unwinder import MAX_FRAMES, Unwinder
 
 TARGET = "unwind"
 MAX_LEN = 512

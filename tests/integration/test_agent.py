@@ -27,15 +27,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import live_checks
 import pytest
+from helpers import live
+from helpers.paths import REPO
+from helpers.proc import wait_for
 
 from profiler.app.agent.receiver import Receiver
 from profiler.emit.pprof_read import read_pprof
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 ARCH = "aarch64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
 PROG = REPO / "tests" / "targets" / f"v1host-{ARCH}-O2" / "prog"
 PROG_FUNCS = {"leaf", "nest1", "nest2", "nest3", "deep", "hook_target", "call_hook",
@@ -43,15 +44,6 @@ PROG_FUNCS = {"leaf", "nest1", "nest2", "nest3", "deep", "hook_target", "call_ho
               "one_round", "main"}
 OUTAGE = float(os.environ.get("SFRAME_AGENT_OUTAGE", "15"))
 CHURN = float(os.environ.get("SFRAME_AGENT_CHURN", "60"))
-
-
-def wait_for(cond: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class AgentProc:
@@ -119,7 +111,7 @@ def check_delivery(received: list[dict[str, Any]], expected: dict[int, int]) -> 
 
 
 def test_delivery_outage_sigkill_and_sigterm(tmp_path: Path) -> None:
-    live_checks.require_live()
+    live.require_live()
     recv = Receiver(token="t0k", tenant="fleet-a").start()
     port = recv.port
     spool, out = tmp_path / "spool", tmp_path / "out"
@@ -197,7 +189,7 @@ def test_delivery_outage_sigkill_and_sigterm(tmp_path: Path) -> None:
 
 
 def test_churn_children_keep_their_samples(tmp_path: Path) -> None:
-    live_checks.require_live()
+    live.require_live()
     out, pids_file = tmp_path / "out", tmp_path / "children.txt"
     agent = AgentProc(tmp_path, "--window", "5", "-F", "49", "--spool", str(tmp_path / "s"),
                       "--output-dir", str(out), "--flush-timeout", "1")

@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
 from profiler.emit.pprof_read import ReadProfile, read_pprof
 
 pytestmark = pytest.mark.bpf
 
-REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "tests" / "targets" / "src" / "hostile.c"
 LIB = REPO / "tests" / "targets" / "v1host-x86_64-O2-shlib" / "libsfpshape.so"
 STATIC = REPO / "tests" / "targets" / "v3sid-x86_64-O2-static" / "prog"
@@ -160,7 +160,7 @@ def test_container_target_gets_its_own_file(hostile: Path, tmp_path: Path) -> No
     import shutil
     import time
 
-    from profiler.symbolize.symbols import read_build_id
+    from profiler.symbolize.debugfiles import read_build_id
     from profiler.unwind.objfile import ObjectFile
     from profiler.unwind.process import ProcessTable
 

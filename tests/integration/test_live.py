@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import live_checks
 import pytest
+from helpers import live
+from helpers.paths import REPO
 
 from profiler.emit.pprof_read import read_pprof
 
 pytestmark = pytest.mark.bpf
 
-REPO = Path(__file__).resolve().parents[2]
 TARGETS = REPO / "tests" / "targets"
 # Where a complete user chain starts on x86_64: the main thread and new threads.
 ENTRY_ROOTS = ("_start", "clone3", "__clone3", "clone", "__clone")
@@ -30,7 +30,7 @@ ENTRY_ROOTS = ("_start", "clone3", "__clone3", "clone", "__clone")
 
 def profile(tmp_path: Path, prog: Path, *args: str, seconds: float = 4.0,
             extra: tuple[str, ...] = ()) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    live_checks.require_live()
+    live.require_live()
     out = tmp_path / "profile.pb.gz"
     cmd = [sys.executable, "-m", "profiler", "-d", str(seconds), "-o", str(out),
            "--folded", str(tmp_path / "folded.txt"), *extra, "--", str(prog), *args]
@@ -41,8 +41,8 @@ def profile(tmp_path: Path, prog: Path, *args: str, seconds: float = 4.0,
 
 def check_profile(path: Path, tmp_path: Path, min_samples: int) -> dict[str, float]:
     """>= min_samples, >= 95% reliable and >= 95% on prog's known paths, read back by
-    `go tool pprof -traces` and by our reader (tests/integration/live_checks.py)."""
-    return live_checks.check_profile(path, tmp_path, min_samples, roots=ENTRY_ROOTS)
+    `go tool pprof -traces` and by our reader (tests/helpers/live.py)."""
+    return live.check_profile(path, tmp_path, min_samples, roots=ENTRY_ROOTS)
 
 
 def test_host_toolchain_program(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_sid_v3_static_program(tmp_path: Path) -> None:
 
 def test_profile_by_pid_until_target_exits(tmp_path: Path) -> None:
     """-p PID: the target exits on its own mid-run; everything so far is written."""
-    live_checks.require_live()
+    live.require_live()
     prog = TARGETS / "v3sid-x86_64-O2-static" / "prog"
     target = subprocess.Popen([str(prog), "0", "1000", "1"])
     try:
@@ -97,7 +97,7 @@ def test_profile_by_pid_until_target_exits(tmp_path: Path) -> None:
 
 
 def test_record_then_report(tmp_path: Path) -> None:
-    live_checks.require_live()
+    live.require_live()
     prog = TARGETS / "v1host-x86_64-O2" / "prog"
     cap = tmp_path / "run.sfcap"
     run = subprocess.run([sys.executable, "-m", "profiler", "record", "-d", "3", "-o", str(cap),
@@ -115,7 +115,7 @@ def test_record_then_report(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line(tmp_path: Path) -> None:
-    live_checks.require_live()
+    live.require_live()
     run = subprocess.run([sys.executable, "-m", "profiler", "-p", "999999999", "-d", "1"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
@@ -128,7 +128,7 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_without_root_is_one_line(tmp_path: Path) -> None:
     """An unprivileged user gets one line naming what is missing, and status 1."""
-    live_checks.require_live()
+    live.require_live()
     run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                           sys.executable, "-m", "profiler", "-p", "1", "-d", "1",
                           "-o", str(tmp_path / "x.pb.gz")],
@@ -141,7 +141,7 @@ def test_without_root_is_one_line(tmp_path: Path) -> None:
 def test_report_refuses_a_different_build(tmp_path: Path) -> None:
     """A capture analysed with another build of a library at the recorded path: that
     file is not used (its build ID differs), so no chain through it is called reliable."""
-    live_checks.require_live()
+    live.require_live()
     import shutil
     d = TARGETS / "v1host-x86_64-O2-shlib"
     cap = tmp_path / "run.sfcap"

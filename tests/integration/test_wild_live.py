@@ -15,7 +15,7 @@ The bar, for each program (user chains, kernel frames left out):
   (a second perf run at 101 Hz, the noise floor) + 0.1;
 * >= 95% of sframe-prof's samples are reliable (Go: 90%, see its test), by the pprof
   `unwind` label, read back with `go tool pprof -traces` and with our reader, which
-  must agree (live_checks);
+  must agree (tests/helpers/live.py);
 * >= 95% (Go: 90%) of sframe-prof's chains reach the true root (_start, the thread start clone3,
   Go's goexit / mstart / rt0_go, or for a chain on Go's system stack the runtime
   function that switched to it); perf's chains shorter than
@@ -34,10 +34,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import live_checks
 import pytest
+from helpers import live
+from helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts" / "wild"))
 
 import live_panel  # noqa: E402
@@ -47,13 +47,7 @@ pytestmark = pytest.mark.bpf
 
 SECONDS = 8
 PYLOAD = REPO / "tests" / "wild" / "src" / "pyload.py"
-ROOTS = frozenset(live_checks.ENTRY_ROOTS | stackcmp.ROOTS)
-
-
-def require_live() -> None:
-    live_checks.require_live()
-    if subprocess.run(["perf", "--version"], capture_output=True).returncode != 0:
-        pytest.fail("perf is missing: install Debian's linux-perf")
+ROOTS = frozenset(live.ENTRY_ROOTS | stackcmp.ROOTS)
 
 
 Runs = tuple[stackcmp.Sampled, stackcmp.Sampled, stackcmp.Sampled, Path]
@@ -63,7 +57,7 @@ def profile_against_perf(tmp_path: Path, argv: list[str], warmup: float = 1.0,
                          callgraph: str = "dwarf") -> Runs:
     """sframe-prof -p and two perf records (A at 99 Hz like sframe-prof, B at 101 Hz so
     its instants differ: the noise floor) over the same window of a fresh process."""
-    require_live()
+    live.require_live(perf=True)
     prog = live_panel.Program("target", argv, warmup=warmup, callgraph=callgraph)
     target, helpers = live_panel.start(prog, SECONDS + 60)
     pb = tmp_path / "sf.pb.gz"
@@ -138,7 +132,7 @@ def check_against_perf(runs: Runs, tmp_path: Path, reliable_bar: float = 0.95,
     # has none (the vDSO, some runtime assembly): 92-95% on the goroutines program here
     assert perf_root >= 0.90, f"perf itself reaches the root in only {perf_root:.1%}"
     # reliable share as read by go tool pprof (and cross-checked against our reader)
-    stats = live_checks.profile_stats(pb, tmp_path, known=(), roots=ROOTS)
+    stats = live.profile_stats(pb, tmp_path, known=(), roots=ROOTS)
     problems = []
     if stats.reliable < reliable_bar:
         problems.append(f"reliable {stats.reliable:.1%} < {reliable_bar:.0%} "

@@ -16,20 +16,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.paths import arm64_sysroot
 
 from profiler.unwind.objfile import ObjectFile
 
-REPO = Path(__file__).resolve().parent.parent.parent
-SYSROOT_SCRIPT = REPO / "scripts" / "wild" / "fetch_arm64_sysroot.sh"
 _FUNC = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
 _INSN = re.compile(r"^\s*([0-9a-f]+):\s+[0-9a-f]{8}\s+(\S+)\s*(.*)$")
-
-
-def sysroot() -> Path:
-    out = subprocess.run([str(SYSROOT_SCRIPT), "--print-dir"], capture_output=True, text=True)
-    if out.returncode != 0 or not out.stdout.strip():
-        pytest.fail(f"no arm64 sysroot: run {SYSROOT_SCRIPT} (scripts/setup.sh does)")
-    return Path(out.stdout.strip())
 
 
 def touches_frame(mnem: str, ops: str) -> bool:
@@ -68,7 +60,7 @@ def instructions(path: Path) -> tuple[list[int], list[bool], dict[int, str]]:
 
 
 def binaries() -> list[Path]:
-    root = sysroot()
+    root = arm64_sysroot()
     libs = [root / "lib/aarch64-linux-gnu/libc.so.6",
             root / "usr/lib/aarch64-linux-gnu/libcrypto.so.3"]
     return libs
@@ -81,7 +73,7 @@ def test_leaf_rule_matches_objdump(path: Path) -> None:
     addrs, touch, names = instructions(path)
     leaves = framed = 0
     for start, name in names.items():
-        fn = obj._function_symbol(start)
+        fn = obj.function_symbol(start)
         if fn is None or fn[0] != start or "@plt" in name:
             continue        # no sized symbol starts here: no rule, nothing to compare
         lo, hi = bisect.bisect_left(addrs, start), bisect.bisect_left(addrs, start + fn[1])

@@ -13,13 +13,14 @@ import io
 import subprocess
 from pathlib import Path
 
+from helpers.paths import TESTS
+
 from profiler.aggregate import Aggregator
 from profiler.app.summary import ADVICE, summary
 from profiler.capture.snapshots import read_snapshots
 from profiler.unwind.objfile import ObjectCache, ObjectFile
 from profiler.unwind.unwinder import Unwinder
 
-TESTS = Path(__file__).resolve().parent.parent
 GO = TESTS / "snapshots/wild/root/opt/sframe-prof-wild/go1.24.4/amd64/goroutines.stripped"
 GO_SNAPS = TESTS / "snapshots/wild/x86_64-go1.24.4-goroutines-stripped.jsonl.gz"
 SFRAME = TESTS / "targets/v3sid-x86_64-O2/prog"

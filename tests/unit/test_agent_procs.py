@@ -8,23 +8,34 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO, TARGETS
 
 from profiler.app.agent.procs import (
-    BoundedProcessTable,
-    BoundedResolver,
-    FileStream,
     Matcher,
     ProcessBook,
     TargetScanner,
     container_id,
-    open_object,
     read_cgroup,
 )
 from profiler.app.agent.windows import GroupKey, group_key, window_index
 from profiler.lru import Lru
-from profiler.unwind.objfile import ObjectFile
+from profiler.model import Mapping
+from profiler.symbolize.resolve import Resolver
+from profiler.unwind.objfile import FileStream, ObjectFile
+from profiler.unwind.process import Process, ProcessTable
+from profiler.unwind.space import AddressSpace
 
 CID = "0123456789abcdef" * 4
+
+
+def agent_table(proc: str = "/proc", max_objects: int = 256) -> ProcessTable:
+    """A ProcessTable with the agent's bounds."""
+    return ProcessTable(proc=proc, max_objects=max_objects, max_object_bytes=256 << 20,
+                        streaming=True, refresh_backoff=True)
+
+
+def open_object(path: str, name: str) -> ObjectFile:
+    return ObjectFile.open_streamed(path, name)
 
 
 def test_lru_counts_and_bytes() -> None:
@@ -97,7 +108,7 @@ def test_book_identifies_on_first_sight_and_handles_reuse(tmp_path: Path) -> Non
     maps = "00400000-00401000 r-xp 00000000 fd:01 1234 /usr/bin/app\n"
     fake_proc(tmp_path, 42, exe="/usr/bin/app", start=100,
               cgroup=f"0::/system.slice/docker-{CID}.scope\n", maps=maps)
-    table = BoundedProcessTable(proc=str(tmp_path))
+    table = agent_table(str(tmp_path))
     book = ProcessBook(table, Matcher([], [], {}), proc=str(tmp_path))
     info, proc = book.lookup(42, "app", time_ns=1)
     assert proc is not None and proc.exe == "/usr/bin/app"
@@ -121,7 +132,7 @@ def test_book_identifies_on_first_sight_and_handles_reuse(tmp_path: Path) -> Non
 
 
 def test_book_keeps_unreadable_processes_with_their_comm(tmp_path: Path) -> None:
-    book = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
+    book = ProcessBook(agent_table(str(tmp_path)), Matcher([], [], {}),
                        proc=str(tmp_path))
     info, proc = book.lookup(77, "shortlived", time_ns=1)
     assert proc is None and not info.identified and info.service == "shortlived"
@@ -131,7 +142,7 @@ def test_book_keeps_unreadable_processes_with_their_comm(tmp_path: Path) -> None
 def test_kernel_threads_share_one_group(tmp_path: Path) -> None:
     for pid in (2, 3):
         fake_proc(tmp_path, pid, exe="", start=1, cgroup="0::/\n", flags=0x00208040)
-    book = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
+    book = ProcessBook(agent_table(str(tmp_path)), Matcher([], [], {}),
                        proc=str(tmp_path))
     a, _ = book.lookup(2, "kworker/0:1", 1)
     b, _ = book.lookup(3, "ksoftirqd/0", 1)
@@ -139,7 +150,7 @@ def test_kernel_threads_share_one_group(tmp_path: Path) -> None:
     assert group_key(a, "pid") == group_key(b, "pid") == GroupKey("kernel", 0, "")
     # an exiting process has no maps and no exe either, but it is no kernel thread
     fake_proc(tmp_path, 4, exe="", start=1, cgroup="0::/\n")
-    c, _ = ProcessBook(BoundedProcessTable(proc=str(tmp_path)), Matcher([], [], {}),
+    c, _ = ProcessBook(agent_table(str(tmp_path)), Matcher([], [], {}),
                        proc=str(tmp_path)).lookup(4, "dying", 1)
     assert not c.kernel_thread and c.service == "dying" and not c.identified
 
@@ -178,9 +189,11 @@ def test_streamed_objects_read_like_files() -> None:
     vaddr = whole.loads[0][0]
     assert streamed.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
     stream = streamed._stream
-    assert isinstance(stream, FileStream)
+    assert isinstance(stream, FileStream) and streamed.streamed and not whole.streamed
     assert stream.seek(0, os.SEEK_END) == os.path.getsize(path)
     assert streamed.read_code(vaddr, 64) == whole.read_code(vaddr, 64)
+    # held in memory: the image read whole, or only the unwind tables of a stream
+    assert whole.nbytes() == os.path.getsize(path) > streamed.nbytes() > 4096
 
 
 def test_file_truncated_under_an_open_object(tmp_path: Path) -> None:
@@ -188,30 +201,32 @@ def test_file_truncated_under_an_open_object(tmp_path: Path) -> None:
     that must cost at most that object (short reads, damaged tables), never the
     agent: a memory mapping would die of SIGBUS here, so it runs in a child."""
     victim = tmp_path / "victim"
-    victim.write_bytes((Path(__file__).parents[1] / "targets" / "v3sid-x86_64-O2" /
+    victim.write_bytes((TARGETS / "v3sid-x86_64-O2" /
                         "prog").read_bytes())
     code = (
         "import os, sys\n"
-        "from profiler.app.agent.procs import open_object\n"
-        "obj = open_object(sys.argv[1], 'victim')\n"
+        "from profiler.unwind.objfile import ObjectFile\n"
+        "obj = ObjectFile.open_streamed(sys.argv[1], 'victim')\n"
         "os.truncate(sys.argv[1], 100)\n"
         "for pc in range(0x1000, 0x2000, 0x40):\n"
         "    obj.lookup_rule(pc); obj.read_code(pc, 16); obj.function_range(pc)\n"
         "obj.exports('main'); obj.slot_symbol(0x4000)\n"
         "print('survived', obj.sframe_error is not None or obj.sframe is None)\n")
     out = subprocess.run([sys.executable, "-c", code, str(victim)], capture_output=True,
-                         text=True, timeout=60, cwd=Path(__file__).parents[2])
+                         text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, (out.returncode, out.stderr[-500:])
     assert out.stdout.startswith("survived"), out.stdout
 
 
 def test_symbol_cache_is_bounded() -> None:
     path = os.path.realpath(sys.executable)
-    r = BoundedResolver(max_symbols=1)
+    r = Resolver(max_symbols=1)
     a, b = open_object(path, path), open_object(path, path)
     assert r.symbols(a) is r.symbols(a)
     r.symbols(b)
-    assert len(r._lru) == 1 and a not in r._lru
+    assert len(r.symbol_cache) == 1 and a not in r.symbol_cache
+    r.end_window()
+    assert r.symbols(a) is not None and b not in r.symbol_cache   # loaded again
 
 
 def test_profile_labels_keep_the_profile_valid() -> None:
@@ -236,7 +251,7 @@ def test_exec_after_first_sight_is_noticed(tmp_path: Path) -> None:
     name makes the book check the executable, and read the maps again."""
     maps = "00400000-00401000 r-xp 00000000 fd:01 1234 /usr/bin/python3\n"
     fake_proc(tmp_path, 50, exe="/usr/bin/python3", start=5, cgroup="0::/\n", maps=maps)
-    table = BoundedProcessTable(proc=str(tmp_path))
+    table = agent_table(str(tmp_path))
     book = ProcessBook(table, Matcher([], [], {}), proc=str(tmp_path))
     info, _ = book.lookup(50, "python3", 1)
     assert info.service == "python3"
@@ -264,38 +279,68 @@ def test_scanner_forgets_exited_targets(tmp_path: Path) -> None:
 
 def test_memory_pressure_drops_objects_and_symbols(tmp_path: Path) -> None:
     path = os.path.realpath(sys.executable)
-    table = BoundedProcessTable(proc=str(tmp_path))
+    table = agent_table(str(tmp_path))
     obj = open_object(path, path)
     table.object_cache["k"] = obj
     assert table.object_cache.bytes > 0
     table.drop_objects()
     assert len(table.object_cache) == 0 and table.object_cache.bytes == 0
-    r = BoundedResolver()
-    r.symbols(obj)
-    r.drop_symbols()
-    assert len(r._lru) == 0 and r._lru.bytes == 0
+    r = Resolver(max_symbols=128, max_symbol_bytes=96 << 20)
+    syms = r.symbols(obj)
+    assert syms is not None and r.symbol_cache.bytes == syms.nbytes() > 0
+    r.drop_caches()
+    assert len(r.symbol_cache) == 0 and r.symbol_cache.bytes == 0
 
 
 def test_evicted_objects_are_let_go_by_processes(tmp_path: Path) -> None:
-    from profiler.unwind.process import Process
-    from profiler.unwind.unwinder import AddressSpace
     path = os.path.realpath(sys.executable)
-    table = BoundedProcessTable(proc=str(tmp_path), max_objects=1)
+    table = agent_table(str(tmp_path), max_objects=1)
     a, b = open_object(path, path), open_object(path, path)
-    space = AddressSpace((), (), table.objects)
-    space._resolved[0x1000] = (a, 0)
+    m = Mapping(0x1000, 0x2000, 0, "r-xp", path)
+    space = AddressSpace((m,), (), table.objects, opener=lambda _m: a)
+    assert space.object_for(m)[0] is a and space.opened() == [a]
     table.procs[9] = Process(9, space=space)
-    table.object_cache["a"] = a
-    table.object_cache["b"] = b                   # evicts a
-    assert "a" not in table.object_cache and 0x1000 not in space._resolved
+    table.object_cache["a"] = a                   # type: ignore[index]
+    table.object_cache["b"] = b                   # type: ignore[index]  (evicts a)
+    assert "a" not in table.object_cache and space.opened() == []
+
+
+def test_default_table_keeps_every_object_whole(tmp_path: Path) -> None:
+    """The one-shot CLI's table: no LRU, no streams, no backoff."""
+    table = ProcessTable(proc=str(tmp_path))
+    assert type(table.object_cache) is dict and not table.streaming
+    path = os.path.realpath(sys.executable)
+    assert not table.open_file(path, path).streamed
+    assert agent_table().open_file(path, path).streamed
+
+
+def test_trim_bounds_the_memos(tmp_path: Path) -> None:
+    path = os.path.realpath(sys.executable)
+    table = agent_table(str(tmp_path))
+    obj = open_object(path, path)
+    m = Mapping(0x1000, 0x2000, 0, "r-xp", path)
+    space = AddressSpace((m,), (), table.objects, opener=lambda _m: obj)
+    space.object_for(m)
+    table.procs[9] = Process(9, space=space)
+    lo = obj.loads[0][0]
+    for pc in range(lo, lo + 64):
+        obj.lookup_rule(pc)
+        space.ra_ok[pc] = True
+    table.trim(max_memo=100)                      # under the limit: kept
+    assert len(obj._rule_memo) == 64 and len(space.ra_ok) == 64
+    table.trim(max_memo=10)
+    assert not obj._rule_memo and not space.ra_ok
+    table.forget(9)
+    assert 9 not in table.procs
 
 
 def test_symbol_tables_over_the_budget_are_not_built() -> None:
     path = os.path.realpath(sys.executable)
     obj = open_object(path, path)
-    r = BoundedResolver(max_symbol_bytes=1000)
+    r = Resolver(max_symbols=128, max_symbol_bytes=1000)
     assert r.symbols(obj) is None and obj.name in r.too_big
-    assert BoundedResolver().symbols(obj) is not None
+    assert Resolver(max_symbols=128, max_symbol_bytes=96 << 20).symbols(obj) is not None
+    assert Resolver().symbols(obj) is not None     # no budget: every table is built
 
 
 def test_snapshot_models_a_process_that_has_exited(tmp_path: Path) -> None:
@@ -305,7 +350,7 @@ def test_snapshot_models_a_process_that_has_exited(tmp_path: Path) -> None:
     prog = os.path.realpath(sys.executable)
     child = subprocess.Popen([prog, "-c", "import sys; sys.stdin.read()"],
                              stdin=subprocess.PIPE)
-    table = BoundedProcessTable()
+    table = agent_table()
     try:
         import time
         deadline = time.monotonic() + 10
@@ -357,7 +402,7 @@ def test_reader_hands_out_records_in_order_with_snapshots(tmp_path: Path) -> Non
             time.sleep(timeout_ms / 1000)
             return []
 
-    reader = Reader(FakeSampler(), BoundedProcessTable(proc=str(tmp_path)), poll_ms=10).start()
+    reader = Reader(FakeSampler(), agent_table(str(tmp_path)), poll_ms=10).start()
     try:
         got: list[Rec] = []
         import time

@@ -4,9 +4,11 @@ auth headers, and the rotated directory sink."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import proc
 
 from profiler.app.agent.procs import ProcInfo
 from profiler.app.agent.receiver import Receiver, parse_pyroscope_name
@@ -32,13 +34,9 @@ def shipments(n_groups: int = 2, window: int = 177_000_000) -> list[Shipment]:
                            version="9.9", extra_labels={"region": "eu"}, comments=["m"])
 
 
-def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
+def wait_for(cond: Callable[[], object]) -> None:
+    """Sinks ship within milliseconds here: poll often."""
+    proc.wait_for(cond, timeout=10.0, interval=0.02)
 
 
 def common() -> dict[str, object]:

@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
 from profiler.capture import layout
 
-REPO = Path(__file__).resolve().parents[2]
 FIELDS = [name for name, _ in layout.HEADER_FIELDS] + ["kstack", "stack"]
 
 

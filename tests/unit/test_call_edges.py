@@ -1,12 +1,12 @@
 """The call-edge check and the SFrame/.eh_frame cross-check, against binutils.
 
-``AddressSpace.call_ok(child, ra)`` decides whether the call ending at return address
-`ra` can lead to the function holding `child`.  Every direct call site objdump lists in
-the committed test binaries is an edge it must accept (child = the callee), and a
-function the callee neither is nor jumps to (per objdump's own jump targets) is a
-child it must refuse.  ``ObjectFile.lookup_rule`` refuses a pc whose .sframe row
-and .eh_frame row differ; binutils' own dumps show where that happens (ld's .plt.got
-rows) and every other row of every binary must pass.
+``call_ok(space, child, ra)`` (profiler.unwind.calls) decides whether the call ending at
+return address `ra` can lead to the function holding `child`.  Every direct call site
+objdump lists in the committed test binaries is an edge it must accept (child = the
+callee), and a function the callee neither is nor jumps to (per objdump's own jump
+targets) is a child it must refuse.  ``ObjectFile.lookup_rule`` refuses a pc whose
+.sframe row and .eh_frame row differ; binutils' own dumps show where that happens (ld's
+.plt.got rows) and every other row of every binary must pass.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from helpers.marks import quick_few
+from helpers.paths import SNAPSHOTS, TARGETS
 
 from profiler.model import Mapping
-from profiler.unwind.objfile import ObjectCache, ObjectFile, rule_shape
-from profiler.unwind.unwinder import TAIL_BUDGET, TAIL_DEPTH, AddressSpace
+from profiler.unwind.calls import TAIL_BUDGET, TAIL_DEPTH, call_ok
+from profiler.unwind.objfile import ObjectCache, ObjectFile
+from profiler.unwind.rules import rule_shape
+from profiler.unwind.space import AddressSpace
 
-TARGETS = Path(__file__).parent.parent / "targets"
-LIBC_ROOT = Path(__file__).parent.parent / "snapshots" / "root" / "usr" / "lib" / "x86_64-linux-gnu"
+LIBC_ROOT = SNAPSHOTS / "root" / "usr" / "lib" / "x86_64-linux-gnu"
 BINARIES = sorted(p for p in TARGETS.glob("*/*")
                   if p.is_file() and (p.name == "prog" or p.suffix == ".so"))
 OBJDUMP = {"x86_64": "objdump", "aarch64": "aarch64-linux-gnu-objdump"}
@@ -114,8 +117,8 @@ HOST_BINARIES = [Path(p) for p in ("/usr/bin/python3.11",
 HOST_STRIDE = 19
 
 
-@pytest.mark.parametrize("path", BINARIES + [pytest.param(p, marks=pytest.mark.slow)
-                                              for p in HOST_BINARIES],
+@pytest.mark.parametrize("path", quick_few(BINARIES + HOST_BINARIES,
+                                          lambda p: p.parent.name.endswith("-O2")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_call_edges_match_objdump(path: Path) -> None:
     if not path.exists():
@@ -135,7 +138,7 @@ def test_call_edges_match_objdump(path: Path) -> None:
     for i, (ra, callee, addr) in enumerate(listing.calls):
         if callee not in with_fde or i % stride:
             continue
-        assert space.call_ok(addr, ra), f"0x{ra:x}: call to {callee} refused"
+        assert call_ok(space, addr, ra), f"0x{ra:x}: call to {callee} refused"
         accepted += 1
         reach = listing.reach(callee)
         if reach != listing.reach(callee, TAIL_DEPTH + 1) or len(reach) >= TAIL_BUDGET:
@@ -151,7 +154,7 @@ def test_call_edges_match_objdump(path: Path) -> None:
         for other in names[i % len(names):] + names[:i % len(names)]:
             if other != callee and other not in reach and other.split(".")[0] != callee.split(
                     ".")[0]:
-                assert not space.call_ok(with_fde[other], ra), \
+                assert not call_ok(space, with_fde[other], ra), \
                     f"0x{ra:x}: call to {callee} accepted for {other}"
                 refused += 1
                 break
@@ -174,14 +177,14 @@ def test_indirect_tail_call_is_not_judged() -> None:
     others = sorted(listing.functions.values())
     for n, (ra, _addr) in enumerate(dealloc[::10]):
         child = others[n * 37 % len(others)]
-        assert space.call_ok(child, ra), f"0x{ra:x}: call to _Py_Dealloc refused for 0x{child:x}"
+        assert call_ok(space, child, ra), f"0x{ra:x}: call to _Py_Dealloc refused for 0x{child:x}"
     plain = [(ra, callee, addr) for ra, callee, addr in listing.calls
              if callee not in listing.indirect and not listing.jumps.get(callee)
              and obj.function_range(addr) is not None and obj.function_range(addr)[0] == addr]
     assert len(plain) > 100
     for ra, _callee, addr in plain[::50]:
-        assert space.call_ok(addr, ra)
-        assert not space.call_ok(dealloc[0][1], ra), f"0x{ra:x}: accepted for _Py_Dealloc"
+        assert call_ok(space, addr, ra)
+        assert not call_ok(space, dealloc[0][1], ra), f"0x{ra:x}: accepted for _Py_Dealloc"
 
 
 def test_tables_disagree_only_where_binutils_shows_it() -> None:

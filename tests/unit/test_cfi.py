@@ -1,4 +1,4 @@
-"""profiler.cfi against binutils ground truth (readelf --debug-dump=frames[-interp]).
+"""profiler.unwind.cfi against binutils ground truth (readelf --debug-dump=frames[-interp]).
 
 Real files only: the host libc / ld.so / libstdc++ / vDSO, small C programs compiled
 here with gcc (x86_64) and aarch64-linux-gnu-gcc (pac-ret), and the arm64 cross libc.
@@ -26,7 +26,7 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profiler.cfi import CfiError, CfiTable
+from profiler.unwind.cfi import CfiError, CfiTable
 from profiler.unwind.elf import ElfFile
 from profiler.unwind.rules import (
     LOC_CFA_DEREF,
@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
 """
 
 # Hand-written CFI for the rarely generated opcodes and augmentations (gas encodes
-# them; readelf decodes them; neither knows about profiler.cfi).
+# them; readelf decodes them; neither knows about profiler.unwind.cfi).
 ZOO_X86_64_S = r"""
     .text
     .globl    cfi_zoo

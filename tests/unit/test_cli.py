@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from profiler.reasons import REASONS
+from helpers.paths import REPO, SNAPSHOTS
 
-REPO = Path(__file__).resolve().parents[2]
-SNAPSHOTS = REPO / "tests" / "snapshots"
+from profiler.reasons import REASONS
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

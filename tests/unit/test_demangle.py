@@ -12,29 +12,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.paths import DATA as TEST_DATA
+from helpers.proc import run_ok as run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiler.symbolize.demangle import (
-    demangle,
-    demangle_itanium,
-    demangle_rust_legacy,
-    demangle_rust_v0,
-)
+from profiler.symbolize.demangle import demangle
+from profiler.symbolize.itanium import demangle_itanium
+from profiler.symbolize.rust_legacy import demangle_rust_legacy
+from profiler.symbolize.rust_v0 import demangle_rust_v0
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "symbolize"
+DATA = TEST_DATA / "symbolize"
 LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
-
-
-def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-    res = subprocess.run(list(args), input=stdin, capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr}")
-    return res.stdout
 
 
 def cxxfilt(names: list[str]) -> list[str]:
@@ -81,13 +73,12 @@ def test_libstdcxx_exports_match_cxxfilt() -> None:
     assert demangle("_ZNKSs4sizeEv") == "std::string::size() const"
 
 
-def test_cxx_program_symbols_match_cxxfilt(tmp_path: Path) -> None:
-    """Local, template, lambda and clone (.constprop/.isra/.cold) names of a real build."""
+def test_cxx_program_symbols_match_cxxfilt(symprogs: dict[str, Path]) -> None:
+    """Local, template, lambda and clone (.constprop/.isra/.cold) names of a real build
+    (symprog.cpp at -O0 and -O2: helpers.symprogs)."""
     names: list[str] = []
-    for opt in ("-O0", "-O2"):
-        exe = tmp_path / f"prog{opt}"
-        run("g++", opt, "-o", str(exe), str(DATA / "symprog.cpp"))
-        names += [n for n in defined_names(str(exe)) if n.startswith("_Z")]
+    for key in ("cxx-O0", "cxx-O2"):
+        names += [n for n in defined_names(str(symprogs[key])) if n.startswith("_Z")]
     names = sorted(set(names))
     assert any(".constprop." in n for n in names) and any(n.endswith(".cold") for n in names)
     compare(names)

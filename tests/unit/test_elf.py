@@ -32,12 +32,12 @@ from typing import Any
 import pytest
 from elftools.elf import enums
 from elftools.elf.elffile import ELFFile
+from helpers.paths import TESTS
 
 from profiler.unwind import elf as E
 from profiler.unwind.elf import ElfError, ElfFile
 from profiler.unwind.objfile import ObjectError, ObjectFile
 
-TESTS = Path(__file__).resolve().parent.parent
 TARGET_FILES = sorted(p for p in (TESTS / "targets").glob("*/*")
                       if p.is_file() and p.read_bytes()[:4] == b"\x7fELF")
 SNAPSHOT_FILES = sorted(p for p in (TESTS / "snapshots" / "root" / "usr").rglob("*")
@@ -321,8 +321,8 @@ def test_compressed_debug_sections_are_decompressed(built: dict[str, Path]) -> N
 def test_objects_of_other_classes_are_used_end_to_end(built: dict[str, Path]) -> None:
     """ObjectFile, the symbol table and the CFI reader on the built files: one code path
     for every class and byte order."""
-    from profiler.cfi import CfiError, CfiTable
     from profiler.symbolize.symbols import ElfSymbols
+    from profiler.unwind.cfi import CfiError, CfiTable
     from profiler.unwind.elfsyms import dynamic_exports
     seen = 0
     for name in ("i386-so", "aarch64be-so", "aarch64ilp32be-so", "x32-exe", "aarch64be-exe"):

@@ -1,4 +1,4 @@
-"""Flame graph output (profiler/emit/flamegraph.py).
+"""Flame graph output (profiler/emit/flamegraph.py, flamegraph_svg.py, flametree.py).
 
 The merged tree is read back from the HTML's embedded JSON and from the SVG's elements
 and compared with what the samples say.  Then headless Chromium opens the files: the
@@ -27,14 +27,9 @@ from typing import Any
 
 import pytest
 
-from profiler.emit.flamegraph import (
-    HIGHLIGHT,
-    KINDS,
-    frame_color,
-    render_html,
-    render_svg,
-    write_flamegraph,
-)
+from profiler.emit.flamegraph import render_html, write_flamegraph
+from profiler.emit.flamegraph_svg import render_svg
+from profiler.emit.flametree import HIGHLIGHT, KINDS, frame_color
 from profiler.model import Location, MappingInfo, ProfileData, StackSample
 
 # -- a hand-made profile ------------------------------------------------------------------

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.paths import TESTS
 
-FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+FUZZ = TESTS / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
 import common  # noqa: E402

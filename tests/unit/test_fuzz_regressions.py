@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.paths import DATA, TESTS
 
 from profiler.model import Mapping, RawSample
 from profiler.unwind.objfile import ObjectCache, ObjectError, ObjectFile
 from profiler.unwind.unwinder import Unwinder
 
-CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
+CORPUS = TESTS / "fuzz" / "corpus"
 
 
 def regress(target: str, name: str) -> bytes:
@@ -71,14 +72,15 @@ def test_capture_regressions_replay() -> None:
 
 
 def test_build_id_note_segment_past_2_63() -> None:
-    from profiler.symbolize.symbols import ElfSymbols, read_build_id
+    from profiler.symbolize.debugfiles import read_build_id
+    from profiler.symbolize.symbols import ElfSymbols
     obj = ObjectFile.from_bytes(regress("symbols", "build-id-note-huge-p-offset"), "/f/x.so")
     assert read_build_id(obj) == ""
     ElfSymbols.load(obj, debug_dirs=(), root=None)
 
 
 class _DebugdataOnly:
-    """The part of an ElfFile _mini_debuginfo uses: a .gnu_debugdata section."""
+    """The part of an ElfFile mini_debuginfo uses: a .gnu_debugdata section."""
 
     def __init__(self, data: bytes) -> None:
         from profiler.unwind.elf import SHT_PROGBITS, Section
@@ -93,7 +95,7 @@ class _DebugdataOnly:
 
 
 def test_minidebuginfo_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from profiler.symbolize import symbols as symbolize
+    from profiler.symbolize import debugfiles as symbolize
     assert symbolize.MAX_MINIDEBUGINFO_BYTES <= 1 << 28
     monkeypatch.setattr(symbolize, "MAX_MINIDEBUGINFO_BYTES", 1 << 20)
 
@@ -101,7 +103,7 @@ def test_minidebuginfo_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(bomb) < 4096
     errors: list[str] = []
     t0 = time.monotonic()
-    assert symbolize._mini_debuginfo(_DebugdataOnly(bomb), errors) is None  # type: ignore[arg-type]
+    assert symbolize.mini_debuginfo(_DebugdataOnly(bomb), errors) is None  # type: ignore[arg-type]
     assert time.monotonic() - t0 < 10
     assert errors == [".gnu_debugdata: unusable (truncated, or larger than "
                       f"{symbolize.MAX_MINIDEBUGINFO_BYTES} bytes decompressed)"]
@@ -140,7 +142,7 @@ def test_minidebuginfo_with_a_bad_header_table(tmp_path: Path) -> None:
 
     errors: list[str] = []
     elf = _DebugdataOnly(lzma.compress(bytes(inner)))
-    assert symbolize._mini_debuginfo(elf, errors) is None  # type: ignore[arg-type]
+    assert symbolize.mini_debuginfo(elf, errors) is None  # type: ignore[arg-type]
     assert len(errors) == 1 and "program header table" in errors[0]
 
 
@@ -150,7 +152,7 @@ def test_sframe_fres_per_function_bound() -> None:
 
     from profiler.unwind.sframe import constants as C
     from profiler.unwind.sframe.section import SFrameError, SFrameSection
-    case = Path(__file__).resolve().parent.parent / "data" / "sframe-testcases"
+    case = DATA / "sframe-testcases"
     d = bytearray(json.loads((case / "cfi-sframe-common-1-2.45.json").read_text())["content"])
     assert d[2] == 2 and st.unpack_from("<I", d, 8)[0] == 1      # V2, one function
     n = C.MAX_FRES_PER_FDE + 1
@@ -164,7 +166,8 @@ def test_sframe_fres_per_function_bound() -> None:
 def test_cfi_instruction_bound() -> None:
     import struct as st
 
-    from profiler.cfi import MAX_CFI_INSTRUCTIONS, CfiError, CfiTable, _Section
+    from profiler.unwind.cfi import MAX_CFI_INSTRUCTIONS, CfiError, CfiTable
+    from profiler.unwind.cfi.entries import Section as _Section
     cie_body = (b"\0\0\0\0" + b"\x01zR\0" + b"\x01\x78\x10" + b"\x01\x1b"
                 + b"\x0c\x07\x08\x90\x01" + b"\0" * 2)
     cie = st.pack("<I", len(cie_body)) + cie_body

@@ -8,7 +8,7 @@ build/go-wild/<hash of sources, scripts and host toolchain>.  Oracles:
 * function entries, ends and names: ``go tool nm -size``;
 * file:line: ``go tool objdump`` (its file:line column, and the TEXT line's path);
 * pcsp: the .debug_frame the Go linker writes for the DWARF build (read by
-  profiler.cfi), at every instruction start ``go tool objdump`` lists;
+  profiler.unwind.cfi), at every instruction start ``go tool objdump`` lists;
 * goexit's planted return address: goexit's second instruction in the disassembly.
 """
 
@@ -18,20 +18,22 @@ import hashlib
 import os
 import random
 import re
-import subprocess
 from functools import cache
 from pathlib import Path
 
 import pytest
+from helpers.marks import quick_few
+from helpers.paths import REPO
+from helpers.proc import run_ok
 
 from profiler.symbolize.symbols import ElfSymbols
 from profiler.unwind import rules as R
 from profiler.unwind.golang.frames import OUTERMOST, GoFrames
 from profiler.unwind.golang.locate import find_pclntab
 from profiler.unwind.golang.pclntab import FLAG_TOPFRAME, GoPclnError, Pclntab
-from profiler.unwind.objfile import ObjectFile, rule_shape
+from profiler.unwind.objfile import ObjectFile
+from profiler.unwind.rules import rule_shape
 
-REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "tests" / "wild" / "src" / "go"
 SCRIPTS = REPO / "scripts" / "wild"
 TOOLCHAINS = ("host", "1.23", "1.24")
@@ -39,22 +41,19 @@ ARCHES = ("amd64", "arm64")
 PROGRAMS = ("goroutines", "cgo")
 
 
-def quick_one(cases: list[tuple[str, ...]]) -> list[object]:
-    """`cases` with all but the host Go's amd64 build (of the goroutines program) marked
-    slow: without --slow each test checks that one build, with it (CI) all of them."""
-    return [c if c[:2] == ("host", "amd64") and c[2:] in ((), ("goroutines",))
-            else pytest.param(*c, marks=pytest.mark.slow) for c in cases]
+def _host_amd64(case: tuple[str, ...]) -> bool:
+    """The build the quick loop checks: the host Go's amd64 one (of goroutines)."""
+    return case[:2] == ("host", "amd64") and case[2:] in ((), ("goroutines",))
 
 
-CASES = quick_one([(t, a, p) for t in TOOLCHAINS for a in ARCHES for p in PROGRAMS])
-ARCH_CASES = quick_one([(t, a) for t in TOOLCHAINS for a in ARCHES])
+CASES = quick_few([(t, a, p) for t in TOOLCHAINS for a in ARCHES for p in PROGRAMS],
+                  _host_amd64)
+ARCH_CASES = quick_few([(t, a) for t in TOOLCHAINS for a in ARCHES], _host_amd64)
 _Insn = tuple[int, str, int, str]
 
 
-def _run(cmd: list[str], **kw: object) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}"
-    return proc.stdout  # type: ignore[no-any-return]
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    return run_ok(*cmd, env=env, tail=3000)
 
 
 @cache

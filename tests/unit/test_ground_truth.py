@@ -17,38 +17,19 @@ from __future__ import annotations
 
 import collections
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.gdb_truth import copy_holds_chain, mismatch
+from helpers.paths import SNAPSHOTS
 
 from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.unwinder import Unwinder
 
-SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 ROOT = SNAPSHOTS / "root"
 FILES = sorted(SNAPSHOTS.glob("*.jsonl.gz"))
-
-
-def mismatch(stack: UnwoundStack, expected: list[dict[str, int]]) -> str:
-    """Why `stack` differs from gdb's chain ("" when it matches)."""
-    if len(stack.frames) != len(expected):
-        return f"{len(stack.frames)} frames, gdb has {len(expected)}"
-    for i, (fr, exp) in enumerate(zip(stack.frames, expected)):
-        if fr.pc != exp["pc"]:
-            return f"frame {i}: pc 0x{fr.pc:x}, gdb 0x{exp['pc']:x}"
-        if "cfa" in exp and fr.cfa is not None and fr.cfa != exp["cfa"]:
-            return f"frame {i}: cfa 0x{fr.cfa:x}, gdb 0x{exp['cfa']:x}"
-        if "cfa" in exp and fr.cfa is None:
-            return f"frame {i}: no cfa, gdb 0x{exp['cfa']:x}"
-    return ""
-
-
-def copy_holds_chain(obj: dict[str, Any], sample: RawSample) -> bool:
-    top = sample.stack_base + len(sample.stack)
-    return all(e.get("cfa", 0) <= top for e in obj["expected"])
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +106,16 @@ def test_bounded_memos_change_nothing(monkeypatch: pytest.MonkeyPatch,
                                       results: dict[str, list[Any]]) -> None:
     """With tiny memo limits (they restart constantly) every chain is the same, and no
     memo ever holds more than its limit."""
+    import profiler.unwind.objcode as objcode
     import profiler.unwind.objfile as objfile
-    import profiler.unwind.unwinder as unwind
-    monkeypatch.setattr(unwind, "MEMO_LIMIT", 8)
-    monkeypatch.setattr(unwind, "SUFFIX_STATES", 8)
-    monkeypatch.setattr(unwind, "STRUCTS_KEPT", 8)
-    monkeypatch.setattr(unwind, "_STRUCTS", {})
+    import profiler.unwind.space as space_mod
+    import profiler.unwind.suffixes as suffixes
+    monkeypatch.setattr(space_mod, "MEMO_LIMIT", 8)
+    monkeypatch.setattr(suffixes, "SUFFIX_STATES", 8)
+    monkeypatch.setattr(suffixes, "STRUCTS_KEPT", 8)
+    monkeypatch.setattr(suffixes, "_STRUCTS", {})
     monkeypatch.setattr(objfile, "MAX_MEMO", 8)
-    monkeypatch.setattr(objfile, "MAX_DECODED", 2)
+    monkeypatch.setattr(objcode, "MAX_DECODED", 2)
     small = Unwinder(ObjectCache(str(ROOT)))
     n = 0
     for rows in results.values():
@@ -144,7 +127,7 @@ def test_bounded_memos_change_nothing(monkeypatch: pytest.MonkeyPatch,
             assert small.unwind(sample, space) == st
             assert max(len(space.steps), len(space.ra_ok), len(space.edges),
                        len(space.suffixes)) <= 8
-            assert len(unwind._STRUCTS) <= 8
+            assert len(suffixes._STRUCTS) <= 8
             n += 1
     for obj in small.objects._by_path.values():
         if obj is not None:

@@ -12,43 +12,24 @@ code (libm, libcrypto, python3) are checked too when the machine has them.
 from __future__ import annotations
 
 import bisect
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.disasm import listing
+from helpers.marks import quick_few
+from helpers.paths import SNAPSHOTS, TARGETS
 
 from profiler.unwind import insn
 from profiler.unwind.objfile import ObjectFile
 
-TESTS = Path(__file__).parent.parent
-LIBS = TESTS / "snapshots" / "root" / "usr" / "lib" / "x86_64-linux-gnu"
-FILES = [pytest.param(LIBS / "libc.so.6", marks=pytest.mark.slow), LIBS / "ld-linux-x86-64.so.2",
-         *sorted(p for p in (TESTS / "targets").glob("*x86_64*/*")
+LIBS = SNAPSHOTS / "root" / "usr" / "lib" / "x86_64-linux-gnu"
+FILES = [LIBS / "libc.so.6", LIBS / "ld-linux-x86-64.so.2",
+         *sorted(p for p in TARGETS.glob("*x86_64*/*")
                  if p.name == "prog" or p.suffix == ".so")]
+# the quick loop's files: ld.so and the plain -O2 builds
+QUICK = quick_few(FILES, lambda p: p.name.startswith("ld-") or p.parent.name.endswith("-O2"))
 SYSTEM = [Path("/usr/lib/x86_64-linux-gnu/libm.so.6"),
           Path("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"), Path("/usr/bin/python3.11")]
-
-_LINE = re.compile(r"^ *([0-9a-f]+):\t((?:[0-9a-f]{2} )+)[ \t]*([^ \t\n]*)[ \t]*(.*)$", re.M)
-_TARGET = re.compile(r"^([0-9a-f]+) <")
-
-
-def listing(path: Path) -> tuple[list[int], dict[int, tuple[str, int | None]]]:
-    """objdump's instruction starts, and for each call or jump: (mnemonic, target)."""
-    out = subprocess.run(["objdump", "-d", "-w", str(path)], capture_output=True,
-                         text=True, check=True).stdout
-    starts = []
-    branches: dict[int, tuple[str, int | None]] = {}
-    for m in _LINE.finditer(out):
-        addr = int(m.group(1), 16)
-        starts.append(addr)
-        mnem, ops = m.group(3), m.group(4)
-        if mnem.startswith(("call", "j")) or mnem in ("bnd", "notrack"):
-            if mnem in ("bnd", "notrack"):
-                mnem, _, ops = ops.partition(" ")
-            t = _TARGET.match(ops.strip())
-            branches[addr] = (mnem, int(t.group(1), 16) if t else None)
-    return sorted(set(starts)), branches
 
 
 def check_file(path: Path) -> int:
@@ -86,7 +67,7 @@ def check_file(path: Path) -> int:
     return checked
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name if "snapshots" in str(p)
+@pytest.mark.parametrize("path", QUICK, ids=lambda p: p.name if "snapshots" in str(p)
                          else f"{p.parent.name}/{p.name}")
 def test_decoder_matches_objdump(path: Path) -> None:
     assert check_file(path) >= (3 if path.suffix == ".so" and "targets" in str(path) else 10)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from helpers.paths import TARGETS
+
 from profiler.unwind.objfile import ObjectFile
 from profiler.unwind.sframe.dump import dump_section
 
-TARGETS = Path(__file__).parent.parent / "targets"
 V3 = TARGETS / "v3sid-x86_64-O2" / "prog"     # binutils 2.47: SHT_GNU_SFRAME
 V1 = TARGETS / "v1host-aarch64-O2" / "prog"   # binutils 2.40: SHT_PROGBITS
 

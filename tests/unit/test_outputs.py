@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
 from profiler.app.options import Options
 from profiler.app.outputs import check_outputs, write_outputs
 from profiler.errors import SframeProfError
 from profiler.model import Location, MappingInfo, ProfileData, StackSample
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def small_profile() -> ProfileData:

@@ -14,14 +14,9 @@ from pathlib import Path
 import pytest
 
 from profiler import proto
-from profiler.capture.recording import (
-    MAGIC,
-    CaptureError,
-    CaptureHeader,
-    CaptureWriter,
-    FileIdentity,
-    read_capture,
-)
+from profiler.capture.fileformat import MAGIC, CaptureError, CaptureHeader, FileIdentity
+from profiler.capture.reader import read_capture
+from profiler.capture.writer import CaptureWriter
 from profiler.model import Mapping, RawSample
 from profiler.proto import capture_pb2
 
@@ -269,7 +264,8 @@ def test_writer_failing_inside_with_leaves_a_truncated_capture(tmp_path: Path) -
 
 WRITER_SCRIPT = """
 import sys
-from profiler.capture.recording import CaptureHeader, CaptureWriter
+from profiler.capture.fileformat import CaptureHeader
+from profiler.capture.writer import CaptureWriter
 from profiler.model import Mapping, RawSample
 w = CaptureWriter(sys.argv[1], CaptureHeader("x86_64", period_ns=1000))
 w.add_maps(1, (Mapping(0x1000, 0x2000, 0, "r-xp", "/bin/x"),), time_ns=0)

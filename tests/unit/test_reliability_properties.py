@@ -32,37 +32,32 @@ from __future__ import annotations
 import bisect
 import collections
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.disasm import listing
+from helpers.gdb_truth import mismatch
+from helpers.paths import SNAPSHOTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ground_truth import mismatch
-from test_insn import listing
 
 from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
 from profiler.unwind.objfile import ObjectCache, ObjectFile
 from profiler.unwind.sframe import constants as C
 from profiler.unwind.sframe.section import SFrameError, SFrameSection
-from profiler.unwind.unwinder import AddressSpace, Unwinder
+from profiler.unwind.space import AddressSpace
+from profiler.unwind.unwinder import Unwinder
 
-SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 ROOT = SNAPSHOTS / "root"
 EVERY = 2          # snapshots used: every EVERY-th line of each file
 
 
 # -- the undetectable kinds of corruption -------------------------------------------
 
-_STARTS: dict[str, list[int]] = {}
-
-
 def insn_starts(path: str) -> list[int]:
     """objdump's instruction starts in an x86_64 file of the snapshot root."""
-    if path not in _STARTS:
-        _STARTS[path] = listing(ROOT / path.lstrip("/"))[0]
-    return _STARTS[path]
+    return listing(ROOT / path.lstrip("/"))[0]
 
 
 def is_insn_start(space: AddressSpace, sample: RawSample, pc: int) -> bool:

@@ -10,13 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.paths import SNAPSHOTS
 
 from profiler.app import report as report_mod
-from profiler.capture.recording import CaptureHeader, CaptureWriter, PackedSamples
+from profiler.capture.fileformat import CaptureHeader
+from profiler.capture.packed import PackedSamples
 from profiler.capture.snapshots import read_snapshots
+from profiler.capture.writer import CaptureWriter
 from profiler.model import RawSample
-
-SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 
 
 def _samples(name: str) -> list[RawSample]:
@@ -53,8 +54,8 @@ def _capture(tmp: Path, name: str, batch: int = 0,
              monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[Path, int]:
     """A capture of snapshot `name`'s samples (in batches of `batch` if given)."""
     if batch and monkeypatch is not None:
-        from profiler.capture import recording
-        monkeypatch.setattr(recording, "BATCH_SAMPLES", batch)
+        from profiler.capture import writer
+        monkeypatch.setattr(writer, "BATCH_SAMPLES", batch)
     samples = _samples(name)
     cap = tmp / "run.sfcap"
     s0 = samples[0]
@@ -154,7 +155,7 @@ def test_a_failed_worker_is_redone_here(tmp_path: Path,
 
 def test_parts_cover_the_capture_in_order(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from profiler.capture.recording import read_capture
+    from profiler.capture.reader import read_capture
     cap_path, n = _capture(tmp_path, "v3sid-x86_64-O2.jsonl.gz", batch=50,
                            monkeypatch=monkeypatch)
     cap = read_capture(str(cap_path))
@@ -195,13 +196,15 @@ def test_parts_cover_the_capture_in_order(tmp_path: Path,
 
 def test_a_corrupt_batch_gives_the_same_error_with_workers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from profiler.capture.recording import _PACKED, CaptureError, read_capture
+    from profiler.capture.fileformat import CaptureError
+    from profiler.capture.packed import PACKED
+    from profiler.capture.reader import read_capture
     cap_path, _n = _capture(tmp_path, "v3sid-x86_64-O2.jsonl.gz", batch=50,
                             monkeypatch=monkeypatch)
     start, _end, _count, raw = read_capture(str(cap_path)).parts(1)[0][-1]
     assert raw   # the packed bytes of the last batch begin at `start`
     data = bytearray(cap_path.read_bytes())
-    assert _PACKED.format.startswith("<IIIB")
+    assert PACKED.format.startswith("<IIIB")
     mask_at = start + 12         # the first sample's register mask, after pid, tid, cpu
     assert data[mask_at] <= 0xF
     data[mask_at] = 0xF0             # register bits no recorder writes

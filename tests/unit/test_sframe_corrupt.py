@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import DATA, REPO, TARGETS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profiler.unwind.sframe.dump import dump_section
 from profiler.unwind.sframe.section import SFrameError, SFrameSection
 
-CASES = Path(__file__).parent.parent / "data" / "sframe-testcases"
+CASES = DATA / "sframe-testcases"
 SEEDS = [
     (bytes(d["content"]), d["section_base"])
     for d in (json.loads(p.read_text()) for p in sorted(CASES.glob("*.json")))
@@ -116,7 +117,7 @@ def test_corrupted_sections_never_escape(case: tuple[bytes, int], data: st.DataO
 
 def test_cli_reports_corrupt_file(tmp_path: Path) -> None:
     """sframe-dump on an ELF whose .sframe is damaged: one line, exit status 1."""
-    src = Path(__file__).parent.parent / "targets" / "v3sid-x86_64-O2" / "prog"
+    src = TARGETS / "v3sid-x86_64-O2" / "prog"
     blob = bytearray(src.read_bytes())
     from profiler.unwind.objfile import ObjectFile
     addr, offset, size = ObjectFile.open(str(src)).find_sframe_location() or (0, 0, 0)
@@ -125,7 +126,7 @@ def test_cli_reports_corrupt_file(tmp_path: Path) -> None:
     bad = tmp_path / "prog"
     bad.write_bytes(bytes(blob))
     run = subprocess.run([sys.executable, "-m", "profiler", "sframe-dump", str(bad)],
-                         capture_output=True, text=True, cwd=Path(__file__).parents[2])
+                         capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 1
     assert run.stdout == ""
     assert run.stderr.strip().splitlines() == [

@@ -13,11 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.paths import TARGETS
 
 from profiler.unwind.objfile import ObjectFile
 from profiler.unwind.sframe.dump import dump_section
 
-TARGETS = Path(__file__).parent.parent / "targets"
 PAIRS = sorted(
     (golden.parent / name, golden)
     for golden in TARGETS.glob("*/*sframe.objdump.txt")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.marks import quick_few
+from helpers.paths import SNAPSHOTS
 
 from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
@@ -20,8 +22,9 @@ from profiler.unwind.memo import UnwindMemo
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.unwinder import Unwinder
 
-SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 FILES = sorted(SNAPSHOTS.glob("*.jsonl.gz"))
+# the quick loop's files: the plain -O2 build of each toolchain and arch
+QUICK = quick_few(FILES, lambda p: p.name.endswith("-O2.jsonl.gz"))
 EVERY = 7
 
 
@@ -44,7 +47,7 @@ def _reference() -> tuple[Unwinder, Callable[[RawSample], UnwoundStack]]:
     return ref, lambda s: ref.unwind(s, ref.space_for(s))
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.name.split(".")[0] for p in FILES])
+@pytest.mark.parametrize("path", QUICK, ids=[p.name.split(".")[0] for p in FILES])
 def test_memo_matches_the_unwinder(path: Path) -> None:
     unwinder = Unwinder(ObjectCache(str(SNAPSHOTS / "root")))
     memo = UnwindMemo(unwinder)
@@ -70,6 +73,7 @@ def test_memo_matches_the_unwinder(path: Path) -> None:
     assert checked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FILES, ids=[p.name.split(".")[0] for p in FILES])
 def test_words_not_noted_do_not_change_the_chain(path: Path) -> None:
     """The words a walk reads but does not note (a saved FP no later rule uses, a
@@ -122,7 +126,7 @@ def test_overlapping_reads_are_not_memoized() -> None:
     assert memo.enabled
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.name.split(".")[0] for p in FILES])
+@pytest.mark.parametrize("path", QUICK, ids=[p.name.split(".")[0] for p in FILES])
 def test_known_chain_ends_give_the_full_walk(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every snapshot in turn through the memo (which records the ends of the chains
     it walks, and reuses them from the state where a later walk meets one), and each

@@ -33,16 +33,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from helpers.gdb_truth import copy_holds_chain, mismatch
+from helpers.paths import SNAPSHOTS, SYSROOT_SCRIPT, arm64_sysroot
 
 from profiler.capture.snapshots import read_snapshots
 from profiler.model import RawSample, UnwoundStack
 from profiler.unwind.objfile import ObjectCache
 from profiler.unwind.unwinder import Unwinder
 
-REPO = Path(__file__).resolve().parent.parent.parent
-WILD = REPO / "tests" / "snapshots" / "wild"
+WILD = SNAPSHOTS / "wild"
 FILES = sorted(WILD.glob("*.jsonl.gz"))
-SYSROOT_SCRIPT = REPO / "scripts" / "wild" / "fetch_arm64_sysroot.sh"
 RATE = 0.97
 MIN_ELIGIBLE = 50      # per program: fewer would make a 97% rate meaningless
 
@@ -61,18 +61,6 @@ def is_go(program: str) -> bool:
 
 def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".jsonl.gz") + ".files.json")
-
-
-def arm64_sysroot() -> Path:
-    if not SYSROOT_SCRIPT.exists():
-        pytest.fail(f"a sidecar names arm64-sysroot files but {SYSROOT_SCRIPT} is missing")
-    run = subprocess.run([str(SYSROOT_SCRIPT), "--print-dir"], capture_output=True,
-                         text=True, check=False)
-    where = run.stdout.strip()
-    if run.returncode != 0 or not where or not Path(where).is_dir():
-        pytest.fail(f"the arm64 sysroot is missing (`{SYSROOT_SCRIPT} --print-dir` said "
-                    f"{where!r}, rc={run.returncode}): run {SYSROOT_SCRIPT} to make it")
-    return Path(where)
 
 
 def owner(path: str) -> str:
@@ -165,30 +153,6 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
                 out[path] = [(obj, s, unwinder.unwind(s))
                              for _, obj, s in read_snapshots(str(path))]
     return Results(out, cfi)
-
-
-def mismatch(stack: UnwoundStack, expected: list[dict[str, int]], complete: bool) -> str:
-    """Why `stack` differs from gdb's chain ("" when it matches)."""
-    if not complete:
-        # only frame 0 of an incomplete gdb walk is known
-        if not stack.frames or stack.frames[0].pc != expected[0]["pc"]:
-            return "frame 0 differs from gdb's (gdb's walk was incomplete)"
-        return ""
-    if len(stack.frames) != len(expected):
-        return f"{len(stack.frames)} frames, gdb has {len(expected)}"
-    for i, (fr, exp) in enumerate(zip(stack.frames, expected)):
-        if fr.pc != exp["pc"]:
-            return f"frame {i}: pc 0x{fr.pc:x}, gdb 0x{exp['pc']:x}"
-        if "cfa" in exp and fr.cfa != exp["cfa"]:
-            got = "none" if fr.cfa is None else f"0x{fr.cfa:x}"
-            return f"frame {i}: cfa {got}, gdb 0x{exp['cfa']:x}"
-    return ""
-
-
-def copy_holds_chain(obj: dict[str, Any], sample: RawSample) -> bool:
-    """Every CFA of gdb's chain lies in the copy (not on another stack, not above it)."""
-    base, top = sample.stack_base, sample.stack_base + len(sample.stack)
-    return all(base <= e.get("cfa", base) <= top for e in obj["expected"])
 
 
 FDE_LINE = re.compile(r"\bFDE cie=\w+ pc=([0-9a-f]+)\.\.([0-9a-f]+)")

@@ -34,8 +34,6 @@ from profiler.app.agent.metrics import (
     write_status,
 )
 from profiler.app.agent.procs import (
-    BoundedProcessTable,
-    BoundedResolver,
     Matcher,
     ProcessBook,
     TargetScanner,
@@ -48,7 +46,9 @@ from profiler.app.options import machine_arch
 from profiler.app.pipeline import Pipeline
 from profiler.app.sampling import SamplingLoop
 from profiler.capture.records import raw_sample
+from profiler.symbolize.resolve import Resolver
 from profiler.unwind.objfile import ObjectCache
+from profiler.unwind.process import ProcessTable
 from profiler.unwind.unwinder import Unwinder
 
 log = logging.getLogger("sframe-prof.agent")
@@ -56,6 +56,7 @@ log = logging.getLogger("sframe-prof.agent")
 GRACE_NS = 300_000_000          # wait this long after a window's end for its last samples
 POLL_MS = 100                   # the reader thread's wait on the BPF buffer
 CONSUME_MS = 250                # the main loop's: it unwinds what the reader read, in batches
+KERNEL_LOCATIONS = 50_000       # kernel frames kept symbolized (by address)
 
 
 def agent_version() -> str:
@@ -177,9 +178,12 @@ class Agent:
         self.window_ns = int(cfg.window * 1e9)
         self.period_ns = int(1e9 / cfg.freq)
         self.arch = machine_arch()
-        self.table = BoundedProcessTable(ObjectCache(), max_objects=cfg.cache_objects,
-                                         max_object_bytes=cfg.cache_object_bytes)
-        self.resolver = BoundedResolver(cfg.cache_symbols, cfg.cache_symbol_bytes)
+        self.table = ProcessTable(ObjectCache(), max_objects=cfg.cache_objects,
+                                  max_object_bytes=cfg.cache_object_bytes, streaming=True,
+                                  refresh_backoff=True)
+        self.resolver = Resolver(max_symbols=cfg.cache_symbols,
+                                 max_symbol_bytes=cfg.cache_symbol_bytes,
+                                 max_kernel_locations=KERNEL_LOCATIONS)
         self.pipeline = Pipeline(Unwinder(self.table.objects), self.resolver)
         self.matcher = Matcher(cfg.exe, cfg.cgroup, cfg.services)
         self.post_filter = self.matcher.filtering and not cfg.pids
@@ -443,7 +447,7 @@ class Agent:
         if now - self.last_shrink < 60 or self.meter.rss_mb() * (1 << 20) <= self.cfg.memory_target:
             return
         before = self.meter.rss_mb()
-        self.resolver.drop_symbols()
+        self.resolver.drop_caches()
         self.table.drop_objects()
         gc.collect()
         release_memory()

@@ -8,275 +8,34 @@ samples attributed to it.  Its ELF objects are opened at the same time, through
 
 The agent runs for months, so nothing here may grow without bound:
 
-* :class:`BoundedProcessTable` keeps the project's ProcessTable but caches ELF objects
-  in an LRU limited in count and bytes, and forgets processes on request;
+* the ProcessTable (profiler.unwind.process) is made with bounds: ELF objects in an
+  LRU limited in count and bytes, read as streams, and processes forgotten on request;
 * :class:`ProcessBook` forgets a process once it has exited and the window holding its
   last sample has been shipped; it notices PID reuse by the start time in
-  /proc/PID/stat;
-* :class:`BoundedResolver` keeps symbol tables in an LRU, and per-window state
-  (perf maps, mapping info) only for one window.
+  /proc/PID/stat.
+
+(Symbol tables are bounded by the Resolver's own settings, profiler.symbolize.resolve.)
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from profiler.lru import Lru
-from profiler.symbolize.resolve import Resolver
-from profiler.unwind.objfile import ObjectCache, ObjectError, ObjectFile
 from profiler.unwind.process import Process, ProcessTable, Snapshot, stat_fields
 from profiler.unwind.process import read_stat as read_stat_file
 
 K = TypeVar("K", bound=Hashable)
-_MISS = object()
 V = TypeVar("V")
 
 # A 64-hex-digit id in a cgroup path: docker, containerd (cri-containerd-ID.scope),
 # CRI-O (crio-ID.scope), podman (libpod-ID.scope), Kubernetes pods' containers.
 _CONTAINER_ID = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 KERNEL_SERVICE = "kernel"
-
-
-class FileStream(io.BufferedReader):
-    """A read-only file opened once, as the seekable stream ObjectFile reads.
-
-    ObjectFile.open reads the whole file into memory; here only what the unwinder
-    and symbolizer read (headers, .sframe, .eh_frame, symbol tables) is read, through
-    a 64 KiB buffer.  Not a memory mapping: a target can truncate a file it has
-    mapped, and touching a mapped page past the new end raises SIGBUS, which kills
-    the agent; a read past the end of a file only comes back short, a damaged-file
-    error for that one object (tests/unit/test_agent_procs.py truncates one)."""
-
-
-def open_object(path: str, name: str) -> ObjectFile:
-    """ObjectFile over an open file stream of `path` (see FileStream)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ObjectError(f"{name}: cannot read ({exc.strerror})") from None
-    except ValueError:
-        raise ObjectError(f"{name!r}: cannot read (not a valid path)") from None
-    stream = FileStream(io.FileIO(fd, "rb"), 1 << 16)
-    try:
-        if os.fstat(fd).st_size == 0:
-            raise ObjectError(f"{name}: not a usable ELF file (empty)")
-        return ObjectFile(stream, name)
-    except BaseException:
-        stream.close()
-        raise
-
-
-_TABLE_SECTIONS = {".eh_frame", ".eh_frame_hdr", ".debug_frame", ".sframe"}
-
-
-def object_bytes(obj: ObjectFile | None) -> int:
-    """Memory an ObjectFile will hold: the unwind tables it copies out of a file it
-    reads as a stream (.eh_frame, .debug_frame, .sframe), or the whole image it read
-    into memory."""
-    if obj is None:
-        return 0
-    stream = getattr(obj, "_stream", None)
-    if isinstance(stream, FileStream):
-        return 4096 + sum(sec.sh_size for sec in obj.elf.sections
-                          if sec.name in _TABLE_SECTIONS)
-    getbuffer = getattr(stream, "getbuffer", None)
-    if getbuffer is not None:
-        try:
-            return int(getbuffer().nbytes)
-        except (ValueError, BufferError):
-            return 0
-    return 0
-
-
-class BoundedProcessTable(ProcessTable):
-    """ProcessTable whose ELF-object cache is an LRU (count and bytes) and that forgets.
-
-    An evicted object stays alive while a known process's address space still uses
-    it; it is dropped once those processes are forgotten."""
-
-    def __init__(self, objects: ObjectCache | None = None, proc: str = "/proc", *,
-                 max_objects: int = 256, max_object_bytes: int = 256 << 20) -> None:
-        super().__init__(objects, proc)
-        self._refresh_fails: dict[int, tuple[int, float]] = {}   # pid -> (fails, when)
-        self._by_identity = Lru(max_objects, max_object_bytes, object_bytes,
-                                self._evicted)
-
-    def _evicted(self, _key: Any, obj: ObjectFile | None) -> None:
-        """An object left the cache: known processes let go of it too, so the budget
-        bounds memory (a process that samples it again opens it again)."""
-        if obj is None:
-            return
-        for p in self.procs.values():
-            resolved = getattr(p.space, "_resolved", None)
-            if isinstance(resolved, dict):
-                for start in [k for k, (o, _b) in resolved.items() if o is obj]:
-                    del resolved[start]
-
-    @property
-    def object_cache(self) -> Lru[Any, ObjectFile | None]:
-        return self._by_identity  # type: ignore[return-value]
-
-    def refresh(self, p: Process, force: bool = False, snap: Snapshot | None = None) -> bool:
-        """ProcessTable.refresh with a per-process backoff: a process whose samples keep
-        asking for new maps (JIT code, a pc in memory no map names, an exiting process)
-        is re-read after 5 ms, 50 ms, 0.5 s, then every 5 s, until its maps change."""
-        now = time.monotonic()
-        fails, last = self._refresh_fails.get(p.pid, (0, 0.0))
-        if not force and snap is None and \
-                now - max(last, p.refreshed_at) < 0.005 * 10 ** min(fails, 3):
-            return False
-        changed = super().refresh(p, force, snap)
-        if changed:
-            self._refresh_fails.pop(p.pid, None)
-        else:
-            self._refresh_fails[p.pid] = (fails + 1, now)
-        return changed
-
-    def forget(self, pid: int) -> None:
-        p = self.procs.pop(pid, None)
-        if p is not None:
-            self.close_fds(p)
-        self._refresh_fails.pop(pid, None)
-        parents = getattr(self, "parents", None)
-        if isinstance(parents, dict):
-            parents.pop(pid, None)
-
-    def open_file(self, path: str, name: str) -> ObjectFile:
-        """Candidates are opened as streams, not read whole (open_object)."""
-        return open_object(path, name)
-
-    def drop_objects(self) -> None:
-        """Forget every ELF object (memory pressure): they are opened again on demand."""
-        self._by_identity.clear()
-        for p in self.procs.values():
-            if p.space is not None:
-                for name in ("_resolved", "steps", "ra_ok"):
-                    table = getattr(p.space, name, None)
-                    if isinstance(table, dict):
-                        table.clear()
-
-    def trim(self, max_memo: int = 4096) -> None:
-        """Per-window housekeeping: bound the per-object and per-space memo tables."""
-        if len(self.open_errors) > 1000:
-            self.open_errors.clear()
-        seen: set[int] = set()
-        objs = [o for o in self._by_identity.values() if o is not None]
-        for p in self.procs.values():
-            if p.space is not None:
-                _clear_if_big(p.space, ("steps", "ra_ok"), max_memo)
-                objs.extend(o for o, _bias in getattr(p.space, "_resolved", {}).values()
-                            if o is not None)
-        for obj in objs:
-            if id(obj) in seen:
-                continue
-            seen.add(id(obj))
-            _clear_if_big(obj, ("_rule_memo", "_sig_memo"), max_memo)
-
-
-def _same_inode(path: str, ident: Any) -> bool:
-    try:
-        return bool(os.stat(path).st_ino == ident.inode)
-    except OSError:
-        return False
-
-
-def _clear_if_big(owner: object, names: tuple[str, ...], limit: int) -> None:
-    for name in names:
-        table = getattr(owner, name, None)
-        if isinstance(table, dict) and len(table) > limit:
-            table.clear()
-
-
-class BoundedResolver(Resolver):
-    """Resolver with an LRU of symbol tables, keyed by the object itself (a strong
-    reference, so an id() is never reused for another file while cached)."""
-
-    def __init__(self, max_symbols: int = 128, max_symbol_bytes: int = 96 << 20,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._lru: Lru[ObjectFile, Any] = Lru(max_symbols, max_symbol_bytes, symbols_bytes)
-        self._window_symbols: dict[ObjectFile, Any] = {}
-        self.too_big: set[str] = set()      # files whose symbol table exceeds the budget
-        self._kernel_locations: dict[int, Any] = {}
-
-    def symbols(self, obj: ObjectFile) -> Any:
-        hit = self._window_symbols.get(obj, _MISS)
-        if hit is not _MISS:
-            return hit
-        if obj in self._lru:
-            cached = self._window_symbols[obj] = self._lru[obj]
-            return cached
-        from profiler.symbolize.symbols import ElfSymbols
-        syms: Any
-        if symbols_estimate(obj) > self._lru.max_bytes // TABLE_SHARE:
-            # e.g. a compiler's 150 MB shared library (libLLVM, libclang-cpp: 40k-60k
-            # long C++ names): its table would take a large part of the budget, several
-            # times that in resident heap while it is built, and up to seconds of CPU.
-            # Its frames keep module and offset, and the mapping its build ID, for
-            # symbolization later.
-            self.too_big.add(obj.name)
-            syms = None
-        else:
-            try:
-                syms = ElfSymbols.load(obj, self.debug_dirs, self.root)
-            except Exception:  # noqa: BLE001 - a damaged file costs its names, not the run
-                syms = None
-        self._lru[obj] = syms
-        self._window_symbols[obj] = syms
-        return syms
-
-    def kernel_location(self, addr: int) -> Any:
-        loc = self._kernel_locations.get(addr)
-        if loc is None:
-            if len(self._kernel_locations) > 50000:
-                self._kernel_locations.clear()
-            loc = self._kernel_locations[addr] = super().kernel_location(addr)
-        return loc
-
-    def drop_symbols(self) -> None:
-        self._lru.clear()
-        self._symbols.clear()
-        self._window_symbols.clear()
-        self._kernel_locations.clear()
-
-    def end_window(self) -> None:
-        """Forget what is only valid for one window (JIT maps change, pids come and go)."""
-        self._perf_maps.clear()
-        self._mapping_info.clear()
-        self._window_symbols.clear()
-        self._locations.clear()
-
-
-_SYMBOL_TABLES = {".symtab", ".dynsym"}
-TABLE_SHARE = 8     # one symbol table may take at most 1/8 of the symbol budget (estimated)
-
-
-def symbols_estimate(obj: ObjectFile) -> int:
-    """What an object's symbol table would cost in memory, from its section sizes
-    (24-byte ELF symbols, about 110 bytes each once loaded)."""
-    entries = sum(sec.sh_size for sec in obj.elf.sections
-                  if sec.name in _SYMBOL_TABLES) // 24
-    return 16 + 110 * entries
-
-
-def symbols_bytes(syms: Any) -> int:
-    """The size of a loaded ElfSymbols table: its address arrays and its names (a str
-    object is 49 bytes plus its characters, and a list slot 8)."""
-    names = getattr(syms, "_names", None)
-    if not isinstance(names, list):
-        return 16
-    size = 57 * len(names) + sum(map(len, filter(None, names)))
-    for arr in ("_starts", "_sizes", "_segs"):
-        table = getattr(syms, arr, None)
-        if table is not None and hasattr(table, "__len__"):
-            size += 8 * len(table)
-    return size
 
 
 # -- identity ---------------------------------------------------------------------------
@@ -385,9 +144,9 @@ def _main_file(proc: Process) -> str:
 
 
 class ProcessBook:
-    """ProcInfo per live (or recently exited) process, on top of a BoundedProcessTable."""
+    """ProcInfo per live (or recently exited) process, on top of a bounded ProcessTable."""
 
-    def __init__(self, table: BoundedProcessTable, matcher: Matcher, proc: str = "/proc") -> None:
+    def __init__(self, table: ProcessTable, matcher: Matcher, proc: str = "/proc") -> None:
         self.table = table
         self.matcher = matcher
         self.proc = proc

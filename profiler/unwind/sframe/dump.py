@@ -1,7 +1,10 @@
-"""Text dump of a .sframe section in the layout of binutils 2.46+ `objdump --sframe`.
+"""Text dump of a .sframe section in the layout of `objdump --sframe`.
 
 The output starts at the line "Contents of the SFrame section .sframe:", so it can
-be compared line by line with what binutils prints for the same file.
+be compared line by line with what binutils prints for the same file, with no
+option: by default the layout is that of the binutils that reads the section's
+version, 2.40 for SFrame V1 (2.46 and later refuse V1) and 2.41 and later (the same
+layout as 2.46) for V2 and V3.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ def _reg_name(sec: SFrameSection, regnum: int) -> str:
     return names.get(regnum, f"r{regnum}")
 
 
-def dump_header(sec: SFrameSection, compat: str = "2.46") -> list[str]:
+COMPAT = ("2.46", "2.40")
+
+
+def default_compat(sec: SFrameSection) -> str:
+    """The layout of the binutils release that reads `sec`'s version."""
+    return "2.40" if sec.version == C.SFRAME_VERSION_1 else "2.46"
+
+
+def dump_header(sec: SFrameSection, compat: str | None = None) -> list[str]:
+    compat = compat or default_compat(sec)
     names = [name for bit, name in _FLAG_NAMES if sec.flags & bit]
     lines = ["  Header :", "", f"    Version: SFRAME_VERSION_{sec.version}"]
     if not names:
@@ -79,7 +91,8 @@ def _fre_columns(sec: SFrameSection, fde: FDE, fre: FRE,
     return cfa, fp, ra
 
 
-def dump_function(sec: SFrameSection, fde: FDE, compat: str = "2.46") -> list[str]:
+def dump_function(sec: SFrameSection, fde: FDE, compat: str | None = None) -> list[str]:
+    compat = compat or default_compat(sec)
     line = f"    func idx [{fde.idx}]: pc = 0x{fde.func_start:x}, size = {fde.func_size} bytes"
     attr = ""
     if sec.version == C.SFRAME_VERSION_3:
@@ -106,16 +119,16 @@ def dump_function(sec: SFrameSection, fde: FDE, compat: str = "2.46") -> list[st
     return lines
 
 
-COMPAT = ("2.46", "2.40")
-
-
 def dump_section(sec: SFrameSection, section_name: str = ".sframe",
-                 compat: str = "2.46") -> str:
+                 compat: str | None = None) -> str:
     """The whole dump, from "Contents of the SFrame section" on, newline terminated.
 
     `compat="2.40"` reproduces the binutils 2.40 dumper, which left out the "CFA
-    fixed RA offset" header line and printed a fixed (x86_64) RA as "u", not "f".
+    fixed RA offset" header line and printed a fixed (x86_64) RA as "u", not "f";
+    `compat="2.46"` is the layout of 2.41 and later.  None (the default) picks the
+    layout of the release that reads the section: 2.40 for V1, 2.46 otherwise.
     """
+    compat = compat or default_compat(sec)
     lines = [f"Contents of the SFrame section {section_name}:"]
     lines += dump_header(sec, compat)
     lines += ["", "  Function Index :", ""]

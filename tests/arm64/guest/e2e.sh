@@ -141,7 +141,7 @@ done
 "$PY" - "$OUT/root" "${MAPPED[@]}" <<'EOF' || fail "copying the debug files failed"
 import os, shutil, sys
 from profiler.unwind.objfile import ObjectFile
-from profiler.symbolize.symbols import read_build_id
+from profiler.symbolize.debugfiles import read_build_id
 root = sys.argv[1]
 for path in sys.argv[2:]:
     try:

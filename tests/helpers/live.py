@@ -1,10 +1,10 @@
-"""Checks shared by the live profiling tests: read a pprof written by sframe-prof back
-with `go tool pprof -traces` and with the project's own reader, and measure how many
-samples are reliable and lie on a program's known call paths.
+"""Checks shared by the live profiling tests: require a machine that can run them, read
+a pprof written by sframe-prof back with `go tool pprof -traces` and with the project's
+own reader, and measure how many samples are reliable and lie on a program's known call
+paths.
 
-Used by tests/arm64 (profiles taken inside the arm64 VM); tests/integration/test_live.py
-has the same logic inline (PROG_FUNCS, go_traces, on_known_path, check_profile) and can
-import it from here instead.
+Used by tests/integration (test_live, test_agent, test_wild_live) and tests/arm64
+(profiles taken inside the arm64 VM).
 """
 
 from __future__ import annotations
@@ -38,14 +38,17 @@ _SEPARATOR = "-----------+------------------------------------------------------
 _traces_cache: dict[tuple[str, int, int], list[Trace]] = {}
 
 
-def require_live() -> None:
-    """Fail (never skip) when this machine cannot run live BPF tests."""
+def require_live(perf: bool = False) -> None:
+    """Fail (never skip) when this machine cannot run live BPF tests (or, with `perf`,
+    has no `perf` to compare with)."""
     if os.geteuid() != 0:
         pytest.fail("live BPF tests need root (CI runs them as root)")
     try:
         import bcc  # noqa: F401
     except ImportError:
         pytest.fail("bcc is not importable: run scripts/setup.sh")
+    if perf and subprocess.run(["perf", "--version"], capture_output=True).returncode != 0:
+        pytest.fail("perf is missing: install Debian's linux-perf")
 
 
 def go_traces(path: Path, tmp_path: Path) -> list[Trace]:

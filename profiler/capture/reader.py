@@ -1,30 +1,14 @@
-"""Raw capture files: write what the sampler saw, read it back as RawSamples.
+"""Reading raw capture files (the format: profiler.capture.fileformat).
 
-A capture keeps everything the later stages need to rerun without the traced
-processes: registers and stack bytes per sample, /proc/PID/maps snapshots with the
-identity of each mapped file, extra memory such as the vDSO image, and optionally
-whole object files.  The layout (proto/capture.proto) is an 8-byte magic followed by
-length-prefixed ``Record`` messages -- a Header first, a Trailer last::
+:func:`read_capture` indexes a file: header, maps, memory and files at once, the
+samples left on disk until iterated.  A SampleBatch's packed bytes are found without
+protobuf and read in place from a mapping of the file (``iter_blocks`` hands them out
+unparsed, as profiler.capture.packed.PackedSamples; ``iter_samples`` as RawSamples).
 
-    with CaptureWriter("run.sfcap", CaptureHeader.here("x86_64", period_ns=10**7)) as w:
-        w.add_maps(pid, mappings, identities)
-        w.add_sample(raw_sample)
-        w.close(lost=ring_buffer_losses)
-
-    cap = read_capture("run.sfcap")
-    for sample in cap.iter_samples():   # RawSample with the pid's maps at its time
-        ...
-
-Format version 2 packs samples into SampleBatch records (a fixed little-endian layout
-per sample, flushed every 256 samples or 1 MiB, and by flush()); the reader finds a
-batch's bytes without protobuf and reads them in place from a mapping of the file
-(``iter_blocks`` hands them out unparsed, ``iter_samples`` as RawSamples).  Version 1
-files (one Sample record per sample) are still read.
-
-A writer killed mid-run leaves a prefix of a valid file.  :func:`read_capture` then
-keeps every complete record and sets ``truncated``; anything else that is not a capture
-(bad magic, a record that does not decode, records after the trailer) raises
-:class:`CaptureError` with a one-line ``"<path>: <defect>"`` message.
+A file cut short (a writer killed mid-run) keeps every complete record and has
+``truncated`` set; anything else that is not a capture (bad magic, a record that does
+not decode, records after the trailer) raises CaptureError with a one-line
+``"<path>: <defect>"`` message.
 """
 
 from __future__ import annotations
@@ -32,321 +16,28 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import struct
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import BinaryIO
 
 from google.protobuf.message import DecodeError
 
-from profiler.errors import SframeProfError
+from profiler.capture.fileformat import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_RECORD_BYTES,
+    CaptureError,
+    CaptureHeader,
+    FileBlob,
+    FileIdentity,
+    MapsSnapshot,
+    MemoryBlob,
+)
+from profiler.capture.packed import PackedSamples
 from profiler.model import Mapping, RawSample
 from profiler.proto import capture_pb2
 
-MAGIC = b"SFPCAP1\n"
-# 2: samples in packed SampleBatch records, KernelSymbols; version 1 files still read.
-FORMAT_VERSION = 2
-# A length prefix above this is corruption, not a record cut short.
-MAX_RECORD_BYTES = 1 << 30
-
-
-class CaptureError(SframeProfError):
-    """A file that is not a readable capture; the message is ``"<path>: <defect>"``."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileIdentity:
-    """Which file was mapped: enough to tell later whether the file on disk changed."""
-
-    build_id: str = ""   # hex GNU build ID, "" if none
-    dev: int = 0
-    inode: int = 0
-    size: int = 0
-
-    @classmethod
-    def of_path(cls, path: str, build_id: str = "") -> FileIdentity | None:
-        """The identity of the file now at `path`, or None if it cannot be stat'ed."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return cls(build_id, st.st_dev, st.st_ino, st.st_size)
-
-
-@dataclass(slots=True)
-class CaptureHeader:
-    arch: str                     # "x86_64" or "aarch64"
-    period_ns: int = 0
-    frequency_hz: int = 0
-    start_ns: int = 0             # wall clock, ns since the epoch
-    hostname: str = ""
-    kernel_release: str = ""
-    pac_mask: int | None = None
-    pids: tuple[int, ...] = ()
-    command: tuple[str, ...] = ()
-    stack_bytes: int = 0
-    version: int = FORMAT_VERSION
-
-    @classmethod
-    def here(cls, arch: str, **fields: object) -> CaptureHeader:
-        """A header for a capture starting now on this machine."""
-        uname = os.uname()
-        header = cls(arch, start_ns=time.time_ns(), hostname=os.uname().nodename,
-                     kernel_release=uname.release)
-        for name, value in fields.items():
-            setattr(header, name, value)
-        return header
-
-
-@dataclass(frozen=True, slots=True)
-class MapsSnapshot:
-    pid: int
-    time_ns: int
-    mappings: tuple[Mapping, ...]
-    identities: tuple[FileIdentity | None, ...]   # one per mapping
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryBlob:
-    pid: int
-    start: int
-    data: bytes
-    name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class FileBlob:
-    path: str
-    data: bytes
-    identity: FileIdentity | None = None
-
-
-# -- writing ------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _identity_msg(msg: capture_pb2.FileIdentity, ident: FileIdentity) -> None:
-    msg.build_id = ident.build_id
-    msg.dev = ident.dev
-    msg.inode = ident.inode
-    msg.size = ident.size
-
-
-# SampleBatch.packed, one sample (see proto/capture.proto): pid, tid, cpu, regs present,
-# comm length, kernel pcs, time_ns, stack_base, pc, sp, fp, lr, stack length.
-_PACKED = struct.Struct("<IIIBBHQQQQQQI")
-_PACKED_REGS = ("pc", "sp", "fp", "lr")
-_REG_BIT = {name: 1 << i for i, name in enumerate(_PACKED_REGS)}
-BATCH_SAMPLES = 256          # a batch is written when it has this many samples
-BATCH_BYTES = 1 << 20        # ... or this many bytes
-
-
-def _pack_sample(sample: RawSample) -> bytes | None:
-    """`sample` in the packed layout, or None if it does not fit (other registers)."""
-    regs = sample.regs
-    mask = 0
-    for name in regs:
-        bit = _REG_BIT.get(name)
-        if bit is None:
-            return None
-        mask |= bit
-    comm = sample.comm.encode("utf-8")
-    kernel = sample.kernel_stack
-    if len(comm) > 255 or len(kernel) > 0xFFFF:
-        return None
-    head = _PACKED.pack(sample.pid, sample.tid, sample.cpu, mask, len(comm), len(kernel),
-                        sample.time_ns, sample.stack_base, regs.get("pc", 0),
-                        regs.get("sp", 0), regs.get("fp", 0), regs.get("lr", 0),
-                        len(sample.stack))
-    return b"".join((head, comm, struct.pack(f"<{len(kernel)}Q", *kernel), sample.stack))
-
-
-class CaptureWriter:
-    """Appends records to a new capture file; see the module docstring.
-
-    Samples are buffered into packed batches; a batch is written when it is full,
-    before any other record, and by flush() and close().
-    """
-
-    def __init__(self, path: str | os.PathLike[str], header: CaptureHeader) -> None:
-        self.path = os.fspath(path)
-        self.samples_written = 0
-        self._batch: list[bytes] = []
-        self._batch_bytes = 0
-        self._out: BinaryIO | None = open(self.path, "wb")  # closed by close()
-        self._out.write(MAGIC)
-        rec = capture_pb2.Record()
-        h = rec.header
-        h.version = header.version
-        h.arch = header.arch
-        h.hostname = header.hostname
-        h.kernel_release = header.kernel_release
-        h.start_time_ns = header.start_ns
-        h.frequency_hz = header.frequency_hz
-        h.period_ns = header.period_ns
-        if header.pac_mask is not None:
-            h.pac_mask = header.pac_mask
-        h.pids.extend(header.pids)
-        h.command.extend(header.command)
-        h.stack_bytes = header.stack_bytes
-        self._write(rec)
-        self.flush()
-
-    def _write(self, rec: capture_pb2.Record) -> None:
-        if self._out is None:
-            raise ValueError(f"{self.path}: capture already closed")
-        if self._batch:
-            self._write_batch()
-        self._write_body(rec.SerializeToString(deterministic=True))
-
-    def _write_batch(self) -> None:
-        rec = capture_pb2.Record()
-        rec.samples.count = len(self._batch)
-        rec.samples.packed = b"".join(self._batch)
-        self._batch = []
-        self._batch_bytes = 0
-        self._write_body(rec.SerializeToString(deterministic=True))
-
-    def _write_body(self, body: bytes) -> None:
-        assert self._out is not None
-        self._out.write(_varint(len(body)))
-        self._out.write(body)
-
-    def add_maps(self, pid: int, mappings: Sequence[Mapping],
-                 identities: Sequence[FileIdentity | None] | None = None,
-                 time_ns: int | None = None) -> None:
-        """Record the memory map of `pid` (now, unless `time_ns` says when it was read).
-
-        `identities`, if given, has one entry per mapping (None for anonymous and
-        pseudo mappings).
-        """
-        if identities is not None and len(identities) != len(mappings):
-            raise ValueError(f"{len(identities)} identities for {len(mappings)} mappings")
-        rec = capture_pb2.Record()
-        snap = rec.maps
-        snap.pid = pid
-        snap.time_ns = time.time_ns() if time_ns is None else time_ns
-        for i, m in enumerate(mappings):
-            entry = snap.mappings.add(start=m.start, end=m.end, offset=m.offset,
-                                      perms=m.perms, path=m.path)
-            ident = identities[i] if identities is not None else None
-            if ident is not None:
-                _identity_msg(entry.identity, ident)
-        self._write(rec)
-        self.flush()  # few and precious: on disk before the samples that need them
-
-    def add_sample(self, sample: RawSample) -> None:
-        """Record one sample.  Its `mappings` and `memory` are not stored: record them
-        with add_maps / add_memory."""
-        if self._out is None:
-            raise ValueError(f"{self.path}: capture already closed")
-        packed = _pack_sample(sample)
-        if packed is not None:
-            self._batch.append(packed)
-            self._batch_bytes += len(packed)
-            self.samples_written += 1
-            if len(self._batch) >= BATCH_SAMPLES or self._batch_bytes >= BATCH_BYTES:
-                self._write_batch()
-            return
-        rec = capture_pb2.Record()
-        s = rec.sample
-        s.pid = sample.pid
-        s.tid = sample.tid
-        s.cpu = sample.cpu
-        s.time_ns = sample.time_ns
-        s.comm = sample.comm
-        for name, value in sample.regs.items():
-            s.regs[name] = value
-        s.stack_base = sample.stack_base
-        s.stack = sample.stack
-        s.kernel_stack.extend(sample.kernel_stack)
-        self._write(rec)
-        self.samples_written += 1
-
-    def add_memory(self, pid: int, start: int, data: bytes, name: str = "") -> None:
-        """Record readable memory of `pid` at `start`, e.g. its vDSO image."""
-        rec = capture_pb2.Record()
-        rec.memory.pid = pid
-        rec.memory.start = start
-        rec.memory.data = data
-        rec.memory.name = name
-        self._write(rec)
-
-    def add_file(self, path: str, data: bytes, identity: FileIdentity | None = None) -> None:
-        """Record a whole object file, for one that may be gone when the capture is read."""
-        rec = capture_pb2.Record()
-        rec.file.path = path
-        rec.file.data = data
-        if identity is not None:
-            _identity_msg(rec.file.identity, identity)
-        self._write(rec)
-
-    def add_kernel_symbols(self, symbols: dict[int, tuple[str, int]]) -> None:
-        """Record names for kernel pcs: {pc: (symbol, offset)}."""
-        rec = capture_pb2.Record()
-        ks = rec.kernel_symbols
-        for pc in sorted(symbols):
-            name, offset = symbols[pc]
-            ks.pcs.append(pc)
-            ks.names.append(name)
-            ks.offsets.append(offset)
-        self._write(rec)
-
-    def flush(self) -> None:
-        if self._out is not None:
-            if self._batch:
-                self._write_batch()
-            self._out.flush()
-
-    def close(self, lost: int = 0, samples: int | None = None,
-              end_ns: int | None = None) -> None:
-        """Write the trailer and close the file.  `samples` defaults to the number of
-        add_sample calls."""
-        rec = capture_pb2.Record()
-        rec.trailer.lost_samples = lost
-        rec.trailer.samples = self.samples_written if samples is None else samples
-        rec.trailer.end_time_ns = time.time_ns() if end_ns is None else end_ns
-        self._write(rec)
-        self._close_file()
-
-    def _close_file(self) -> None:
-        if self._out is not None:
-            if self._batch:
-                try:
-                    self._write_batch()
-                except OSError:
-                    pass
-            self._out.close()
-            self._out = None
-
-    @property
-    def closed(self) -> bool:
-        return self._out is None
-
-    def __enter__(self) -> CaptureWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.closed:
-            return
-        if exc_type is None:
-            self.close()
-        else:
-            self._close_file()  # no trailer: readers will see a truncated capture
-
-
-# -- reading ------------------------------------------------------------------------
+__all__ = ["Capture", "read_capture"]
 
 
 @dataclass(slots=True)
@@ -374,6 +65,23 @@ class Capture:
     def sample_count(self) -> int:
         """Complete samples in the file."""
         return self._samples
+
+    # -- indexing (read_capture) --
+
+    def add_samples(self, span: tuple[int, int, int, bool], n: int) -> None:
+        """Index a sample record: `span` as in _sample_spans, `n` samples in it."""
+        self._sample_spans.append(span)
+        self._samples += n
+
+    def add_maps(self, snap: MapsSnapshot) -> None:
+        """Index a maps snapshot, in time order (equal times keep file order)."""
+        snaps = self.maps.setdefault(snap.pid, [])
+        times = self._map_times.setdefault(snap.pid, [])
+        i = bisect.bisect_right(times, snap.time_ns)
+        snaps.insert(i, snap)
+        times.insert(i, snap.time_ns)
+
+    # -- queries --
 
     def maps_at(self, pid: int, time_ns: int) -> MapsSnapshot | None:
         """The latest snapshot of `pid` taken at or before `time_ns` (the earliest one
@@ -519,66 +227,6 @@ def _map(f: BinaryIO, start: int, end: int) -> mmap.mmap:
     return mm
 
 
-class PackedSamples:
-    """One SampleBatch's bytes; iterating gives each sample's fields, checked:
-    (pid, tid, cpu, regs present, comm, kernel pcs, time_ns, stack_base, pc, sp, fp,
-    lr, offset of the stack bytes in `buf`, stack length).  CaptureError if the
-    samples do not fill the batch exactly."""
-
-    __slots__ = ("path", "buf", "n", "start", "end")
-
-    def __init__(self, path: str, buf: bytes | mmap.mmap, n: int, start: int,
-                 end: int) -> None:
-        self.path = path
-        self.buf = buf        # the samples are buf[start:end]; offsets are into buf
-        self.n = n
-        self.start = start
-        self.end = end
-
-    def _corrupt(self, what: str) -> CaptureError:
-        return CaptureError(f"{self.path}: sample batch at offset {self.start} is corrupt "
-                            f"({what})")
-
-    def __iter__(self) -> Iterator[tuple[int, int, int, int, str, tuple[int, ...], int, int,
-                                         int, int, int, int, int, int]]:
-        buf, n = self.buf, self.n
-        unpack = _PACKED.unpack_from
-        head = _PACKED.size
-        comms: dict[bytes, str] = {}
-        kstructs: dict[int, struct.Struct] = {}
-        pos = self.start
-        size = self.end
-        for i in range(n):
-            if pos + head > size:
-                raise self._corrupt(f"packed sample {i} of {n} cut short")
-            (pid, tid, cpu, mask, clen, nk, time_ns, base, pc, sp, fp, lr,
-             slen) = unpack(buf, pos)
-            if mask & ~0xF:
-                raise self._corrupt(f"packed sample {i} of {n}: unknown register bits "
-                                    f"0x{mask:x}")
-            if pos + head + clen + 8 * nk + slen > size:
-                raise self._corrupt(f"packed sample {i} of {n}: cut short")
-            pos += head
-            cb = buf[pos:pos + clen]
-            comm = comms.get(cb)
-            if comm is None:
-                comm = comms[cb] = cb.decode("utf-8", "replace")
-            pos += clen
-            kernel: tuple[int, ...] = ()
-            if nk:
-                ks = kstructs.get(nk)
-                if ks is None:
-                    ks = kstructs[nk] = struct.Struct(f"<{nk}Q")
-                kernel = ks.unpack_from(buf, pos)
-                pos += 8 * nk
-            yield (pid, tid, cpu, mask, comm, kernel, time_ns, base, pc, sp, fp, lr, pos,
-                   slen)
-            pos += slen
-        if pos != size:
-            raise self._corrupt(f"{n} packed samples take {pos - self.start} bytes, the "
-                                f"batch has {size - self.start}")
-
-
 def _read_varint(buf: bytes | mmap.mmap, pos: int) -> tuple[int, int] | None:
     """(value, position after it), or None if the buffer ends inside the varint."""
     value = shift = 0
@@ -717,8 +365,7 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
         elif kind == "header":
             raise CaptureError(f"{where}: second header")
         elif kind == "sample":
-            capture._sample_spans.append((pos, pos + length, 0, False))
-            capture._samples += 1
+            capture.add_samples((pos, pos + length, 0, False), 1)
         elif kind == "samples":
             # The packed samples are checked as they are read (iter_samples).
             if batch is not None:
@@ -728,8 +375,7 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
                 n = rec.samples.count
                 span = (pos, pos + length, n, False)
             if n:
-                capture._sample_spans.append(span)
-                capture._samples += n
+                capture.add_samples(span, n)
         elif kind == "kernel_symbols":
             ks = rec.kernel_symbols
             if not len(ks.pcs) == len(ks.names) == len(ks.offsets):
@@ -739,12 +385,7 @@ def _index(path: str, buf: mmap.mmap) -> Capture:
             table.update(zip(ks.pcs, zip(ks.names, ks.offsets)))
             capture.kernel_symbols = table
         elif kind == "maps":
-            snap = _snapshot(rec.maps)
-            snaps = capture.maps.setdefault(snap.pid, [])
-            times = capture._map_times.setdefault(snap.pid, [])
-            i = bisect.bisect_right(times, snap.time_ns)  # equal times keep file order
-            snaps.insert(i, snap)
-            times.insert(i, snap.time_ns)
+            capture.add_maps(_snapshot(rec.maps))
         elif kind == "memory":
             m = rec.memory
             capture.memory.setdefault(m.pid, []).append(
