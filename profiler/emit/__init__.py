@@ -3,6 +3,9 @@
 * :mod:`profiler.emit.pprof` -- gzip'd pprof protobuf (``go tool pprof``, back ends);
   :mod:`profiler.emit.pprof_read` reads such a file back for tests and checks.
 * :mod:`profiler.emit.folded` -- Brendan Gregg's folded stacks, one line per stack.
+* :mod:`profiler.emit.flamegraph` -- the interactive flame graph (HTML, or SVG), from
+  :mod:`profiler.emit.flametree`.
+* :mod:`profiler.emit.otlp` -- an OTLP profiles export request (the agent's OTLP sink).
 
 This module holds the naming rules every format shares, so a frame reads the same in
 all of them.  It imports nothing heavy: the protobuf runtime is loaded only by the pprof

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
 
+from profiler.emit import location_label, module_name
 from profiler.model import Location, ProfileData
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "FlameTree",
     "build_tree",
     "frame_color",
-    "frame_label",
     "pct",
     "seconds",
     "tree_stats",
@@ -43,23 +42,6 @@ _SHIFT = 48  # packing of (samples, unreliable samples) while building the tree
 
 
 # -- frames ------------------------------------------------------------------------
-
-
-def _module_name(path: str) -> str:
-    base = os.path.basename(path.rstrip("/"))
-    return base or path or "[unknown]"
-
-
-def frame_label(loc: Location) -> str:
-    """The text shown for one frame: its function, else ``module+0xoffset``."""
-    if loc.function:
-        return loc.function
-    if loc.synthetic:
-        return "[synthetic]"
-    m = loc.mapping
-    if m is None:
-        return f"[unknown]+0x{loc.address:x}"
-    return f"{_module_name(m.path)}+0x{loc.address - m.start + m.offset:x}"
 
 
 def _frame_kind(loc: Location) -> int:
@@ -186,8 +168,8 @@ def build_tree(data: ProfileData) -> FlameTree:
         except KeyError:
             for loc in locs:
                 if loc not in loc_ids:
-                    mod = _module_name(loc.mapping.path) if loc.mapping is not None else ""
-                    loc_ids[loc] = key_id((frame_label(loc), _frame_kind(loc), mod))
+                    mod = module_name(loc.mapping.path) if loc.mapping is not None else ""
+                    loc_ids[loc] = key_id((location_label(loc), _frame_kind(loc), mod))
             ids = tuple(map(get_loc, locs))
         path = (pid, *ids[::-1])
         acc = paths.get(path)

@@ -29,14 +29,17 @@ REFRESH_INTERVAL_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
-class FileIdentity:
+class MapsInode:
+    """A mapped file as /proc/PID/maps names it: device and inode (the capture
+    format's FileIdentity adds the build ID)."""
+
     dev: str      # "fd:01" as /proc/PID/maps prints it
     inode: int
 
 
-def parse_maps(text: str) -> list[tuple[Mapping, FileIdentity | None]]:
+def parse_maps(text: str) -> list[tuple[Mapping, MapsInode | None]]:
     """Parse /proc/PID/maps text; each mapping with its file identity (None if anonymous)."""
-    out: list[tuple[Mapping, FileIdentity | None]] = []
+    out: list[tuple[Mapping, MapsInode | None]] = []
     for line in text.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 5:
@@ -50,7 +53,7 @@ def parse_maps(text: str) -> list[tuple[Mapping, FileIdentity | None]]:
         path = parts[5].strip() if len(parts) > 5 else ""
         if path.endswith(" (deleted)"):
             path = path[: -len(" (deleted)")]
-        ident = FileIdentity(parts[3], inode) if inode else None
+        ident = MapsInode(parts[3], inode) if inode else None
         out.append((Mapping(lo, hi, offset, parts[1], path), ident))
     return out
 
@@ -115,7 +118,7 @@ class ProcessGone(Exception):
 class Process:
     pid: int
     mappings: tuple[Mapping, ...] = ()
-    identities: dict[int, FileIdentity] = field(default_factory=dict)
+    identities: dict[int, MapsInode] = field(default_factory=dict)
     memory: tuple[tuple[int, bytes], ...] = ()
     space: AddressSpace | None = None
     refreshed_at: float = 0.0
@@ -151,7 +154,7 @@ class ProcessTable:
         self.refresh_backoff = refresh_backoff
         self.procs: dict[int, Process] = {}
         # The object behind each file identity (None: it could not be opened).
-        self.object_cache: dict[FileIdentity, ObjectFile | None] = \
+        self.object_cache: dict[MapsInode, ObjectFile | None] = \
             {} if max_objects is None \
             else Lru(max_objects, max_object_bytes, _nbytes, self._evicted)
         self._refresh_fails: dict[int, tuple[int, float]] = {}   # pid -> (fails, when)
@@ -395,7 +398,7 @@ class ProcessTable:
                 seen.add(id(obj))
                 obj.trim_memos(max_memo)
 
-    def _evicted(self, _ident: FileIdentity, obj: ObjectFile | None) -> None:
+    def _evicted(self, _ident: MapsInode, obj: ObjectFile | None) -> None:
         """An object left the cache: known processes let go of it too."""
         if obj is None:
             return
@@ -403,7 +406,7 @@ class ProcessTable:
             if p.space is not None:
                 p.space.drop_object(obj)
 
-    def identity_of(self, pid: int, m: Mapping) -> FileIdentity | None:
+    def identity_of(self, pid: int, m: Mapping) -> MapsInode | None:
         p = self.procs.get(pid)
         return p.identities.get(m.start) if p else None
 
@@ -412,7 +415,7 @@ def _nbytes(obj: ObjectFile | None) -> int:
     return 0 if obj is None else obj.nbytes()
 
 
-def _same_inode(path: str, ident: FileIdentity) -> bool:
+def _same_inode(path: str, ident: MapsInode) -> bool:
     try:
         return os.stat(path).st_ino == ident.inode
     except OSError:

@@ -248,7 +248,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _need(built: dict[str, Path], name: str) -> Path:
     if name not in built:
-        pytest.skip(f"{name}: cannot build it here")
+        pytest.fail(f"{name}: cannot build it here (scripts/setup.sh installs the toolchains)")
     return built[name]
 
 
@@ -264,7 +264,7 @@ def test_fixtures_match_pyelftools(path: Path) -> None:
 @pytest.mark.parametrize("path", HOST_FILES, ids=os.path.basename)
 def test_host_files_match_pyelftools(path: str) -> None:
     if not os.path.exists(path):
-        pytest.skip(f"{path} missing")
+        pytest.fail(f"{path} missing: run scripts/setup.sh")
     counts = compare_with_pyelftools(path)
     assert counts["symbols"] >= 30 and counts["relocations"]
 
@@ -272,7 +272,7 @@ def test_host_files_match_pyelftools(path: str) -> None:
 def test_debug_files_match_pyelftools() -> None:
     paths = _debug_files()
     if not paths:
-        pytest.skip("no /usr/lib/debug files")
+        pytest.fail("no /usr/lib/debug files: scripts/setup.sh installs libc6-dbg")
     compressed = 0
     for path in paths:
         compare_with_pyelftools(path)
@@ -346,7 +346,7 @@ def test_objects_of_other_classes_are_used_end_to_end(built: dict[str, Path]) ->
             assert table is not None and table.has_pc(api), name
         seen += 1
     if not seen:
-        pytest.skip("no cross toolchain")
+        pytest.fail("no aarch64 cross toolchain: scripts/setup.sh installs it")
 
 
 def test_extended_numbering() -> None:
@@ -385,7 +385,7 @@ def test_only_the_headers_are_read() -> None:
     """Opening a file reads its headers, not the file."""
     path = HOST_FILES[0]
     if not os.path.exists(path):
-        pytest.skip(f"{path} missing")
+        pytest.fail(f"{path} missing: run scripts/setup.sh")
 
     class Counting(io.FileIO):
         read_bytes = 0

@@ -132,3 +132,21 @@ def test_empty_profile_writes_nothing() -> None:
     buf = io.StringIO()
     write_folded(data(), buf)
     assert buf.getvalue() == ""
+
+
+def test_the_flame_graph_names_frames_as_folded_output_does() -> None:
+    """One naming rule (profiler.emit.location_label) for every emitter: a frame with
+    no symbol, no mapping, or a synthetic reason reads the same in the flame graph as
+    in folded output (folded adds only its `_[k]` kernel suffix)."""
+    from profiler.emit.flametree import build_tree
+    unmapped = (Location(0x1234, None, ""), u(BLOB, 0x7F3A1C912340),
+                u(APP, 0x55D0C2A0215C, "main"))
+    d = data(st(BLOBBY, 5, "w", 1), st(unmapped, 6, "x", 1), st(IDLE, 0, "swapper/0", 1))
+    folded = {name.removesuffix("_[k]") for line in folded_lines(d)
+              for name in line.rsplit(" ", 1)[0].split(";")[1:]}
+    tree = build_tree(d)
+    shown = set(tree.frame_names[1:]) - {n for n in tree.frame_names if n.endswith("]")
+                                         and " [" in n}
+    assert {"0x1234", "libblob.so+0x16340", "[unreliable: stack-truncated]"} <= folded
+    assert folded <= set(tree.frame_names), sorted(folded - set(tree.frame_names))
+    assert shown <= folded | {"all"}, sorted(shown - folded)

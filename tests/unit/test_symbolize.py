@@ -271,7 +271,7 @@ def test_libc_build_id_debug_file(tmp_path: Path) -> None:
     bid = read_build_id(ObjectFile.open(LIBC))
     debug = f"/usr/lib/debug/.build-id/{bid[:2]}/{bid[2:]}.debug"
     if not os.path.exists(debug):
-        pytest.skip(f"libc6-dbg is not installed ({debug} missing)")
+        pytest.fail(f"libc6-dbg is not installed ({debug} missing): run scripts/setup.sh")
     es = load(LIBC)
     assert es.debug_file == debug
     assert es.sources == [".dynsym", f"build-id:{debug}"]
@@ -469,7 +469,7 @@ def test_minidebuginfo(builds: dict[str, Path], tmp_path: Path) -> None:
     """Fedora's recipe (gdb manual, "MiniDebugInfo"): the function symbols missing from
     .dynsym go into an xz-compressed ELF file in .gnu_debugdata of the stripped file."""
     if shutil.which("xz") is None:
-        pytest.skip("xz is not installed (apt-get install xz-utils)")
+        pytest.fail("xz is not installed: run scripts/setup.sh (xz-utils)")
     src = builds["c-O2-rdynamic"]
     exe = copy(src, tmp_path / "prog")
     dynsyms = {line.split()[0] for line in run(
@@ -565,7 +565,7 @@ def test_targets_match_addr2line(path: str, tmp_path: Path) -> None:
 
 def test_kallsyms_live() -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root to see /proc/kallsyms addresses")
+        pytest.fail("needs root to see /proc/kallsyms addresses (CI runs as root)")
     ks = KernelSymbols.load()
     assert ks.available, ks.reason
     rows = []
