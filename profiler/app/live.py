@@ -33,7 +33,7 @@ from profiler.unwind.space import AddressSpace
 from profiler.unwind.unwinder import Unwinder
 
 if TYPE_CHECKING:
-    from profiler.capture.bcc_source import BpfRecord, BpfSampler
+    from profiler.capture.bcc_source import BpfRecord, BpfSampler, SamplerStart
 
 POLL_MS = 100
 STATUS_EVERY_S = 0.5
@@ -44,6 +44,8 @@ DEFER_MAX_BYTES = 64 << 20
 
 
 class Mode(Protocol):
+    def prepare(self, run: LiveRun, pids: list[int]) -> None: ...
+
     def start(self, run: LiveRun, pids: list[int]) -> None: ...
 
     def take(self, run: LiveRun, r: BpfRecord, proc: Process | None) -> None: ...
@@ -84,9 +86,17 @@ class LiveRun:
         if opts.command:
             self.child, release = launch(opts.command)
             pids.append(self.child.pid)
+        # The BPF compile takes most of the start-up and runs outside the GIL: the mode
+        # prepares (reads the targets' maps, opens their files) meanwhile.
+        start = self._start_sampler(pids)
         try:
-            sampler = self.sampler = self._make_sampler(pids)
+            try:
+                self.mode.prepare(self, pids)
+            finally:
+                sampler = self.sampler = start.result()
         except BaseException:
+            if self.sampler is not None:
+                self.sampler.close()
             if self.child is not None:
                 self.child.stop()
             raise
@@ -123,12 +133,12 @@ class LiveRun:
         self.mode.finish(self, seconds, lost, wall0)
         return 0
 
-    def _make_sampler(self, pids: list[int]) -> BpfSampler:
-        from profiler.capture.bcc_source import BpfSampler
+    def _start_sampler(self, pids: list[int]) -> SamplerStart:
+        from profiler.capture.bcc_source import SamplerStart
         o = self.opts
-        return BpfSampler(pids=pids, system_wide=o.system_wide, freq=o.freq,
-                          stack_size=o.stack_size, event=o.event, transport=o.transport,
-                          follow_children=o.follow_children)
+        return SamplerStart(pids=pids, system_wide=o.system_wide, freq=o.freq,
+                            stack_size=o.stack_size, event=o.event, transport=o.transport,
+                            follow_children=o.follow_children)
 
     # -- the sampling loop's consumer ------------------------------------------------
 
@@ -197,13 +207,16 @@ class ProfileMode:
         self._pending_bytes = 0
         self._opened: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
 
-    def start(self, run: LiveRun, pids: list[int]) -> None:
+    def prepare(self, run: LiveRun, pids: list[int]) -> None:
         self.pipeline = Pipeline(Unwinder(run.table.objects), Resolver())
         if self.defer:
             for pid in run.opts.pids:
                 proc = run.table.get(pid)
                 if proc is not None and proc.space is not None:
                     self._open_objects(run, proc.space)   # before the targets are sampled
+
+    def start(self, run: LiveRun, pids: list[int]) -> None:
+        pass
 
     def take(self, run: LiveRun, r: BpfRecord, proc: Process | None) -> None:
         assert self.pipeline is not None

@@ -33,6 +33,9 @@ class RecordMode:
         self.kernel_pcs: set[int] = set()          # named at the end
         self._last_maps = 0.0
 
+    def prepare(self, run: LiveRun, pids: list[int]) -> None:
+        pass   # the capture's header needs the sampler's PAC mask: start() writes it
+
     def start(self, run: LiveRun, pids: list[int]) -> None:
         o = run.opts
         header = CaptureHeader.here(

@@ -11,10 +11,14 @@ import ctypes as ct
 import os
 import platform
 import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.capture.bcc_compile import load_program
 from profiler.capture.layout import (
     CNT_HITS,
     CNT_KERNEL_MODE,
@@ -57,6 +61,32 @@ class BpfRecord:
     @property
     def has_user(self) -> bool:
         return not self.flags & SAMPLE_F_NO_USER
+
+
+TIMINGS_ENV = "SFRAME_PROF_TIMINGS"
+FIRST_SAMPLE_POLL_MS = 5
+FIRST_SAMPLE_WINDOW_NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class StartupTimes:
+    """When the sampler's start-up steps ended, in CLOCK_MONOTONIC ns (0: not yet).
+
+    With SFRAME_PROF_TIMINGS=1 in the environment the sampler prints them as one
+    line on stderr once the first sample is read (scripts/bench_startup.py reads it).
+    """
+
+    compile_start: int = 0
+    compile_end: int = 0    # bcc compiled the program, created its maps, loaded it
+    compile_cpu: int = 0    # CPU time (ns) this process spent in that compile
+    attach_end: int = 0     # the perf event is open and enabled on every CPU
+    first_sample: int = 0   # the kernel's timestamp of the first record read
+    first_read: int = 0     # poll() handed that record out
+    cpu_to_first: int = 0   # CPU time (ns) of this process from its start to then
+
+    def line(self) -> str:
+        fields = " ".join(f"{k}={getattr(self, k)}" for k in self.__slots__)
+        return f"sframe-prof: startup (CLOCK_MONOTONIC ns): {fields}"
 
 
 def _arch_flag() -> str:
@@ -145,6 +175,7 @@ class BpfSampler:
         if os.geteuid() != 0:
             raise SframeProfError("live profiling needs root (BPF and perf events): "
                                   "run with sudo")
+        self.times = StartupTimes()
         bcc = import_bcc()
         # aarch64: the PAC bits of return addresses on this kernel (None elsewhere, and
         # where it cannot be read: the unwinder then strips bits 48-63).
@@ -170,11 +201,15 @@ class BpfSampler:
                   f"-DUSE_RINGBUF={int(use_ringbuf)}", f"-DRINGBUF_PAGES={ringbuf_pages}",
                   f"-DWAKEUP_EVERY={wakeup_every}",
                   f"-DFOLLOW_CHILDREN={int(self.follow_children)}"]
+        self.times.compile_start = time.monotonic_ns()
+        cpu0 = time.process_time_ns()
         try:
-            self.bpf = bcc.BPF(src_file=str(d / "sample.bpf.c").encode(), cflags=cflags)
+            self.bpf = load_program(bcc, d / "sample.bpf.c", cflags)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             raise SframeProfError(f"cannot load the BPF program: {str(exc).splitlines()[0]} "
                                   "(kernel headers installed? see scripts/setup.sh)") from None
+        self.times.compile_end = time.monotonic_ns()
+        self.times.compile_cpu = time.process_time_ns() - cpu0
         targets = self.bpf["targets"]
         for pid in pids:
             targets[ct.c_uint32(pid)] = ct.c_uint8(1)
@@ -201,6 +236,7 @@ class BpfSampler:
         except Exception as exc:  # noqa: BLE001
             raise SframeProfError(f"cannot open the {event} perf event: "
                                   f"{str(exc).splitlines()[0]}") from None
+        self.times.attach_end = time.monotonic_ns()
 
     def add_pid(self, pid: int) -> None:
         self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
@@ -245,13 +281,34 @@ class BpfSampler:
     def poll(self, timeout_ms: int = 100) -> list[BpfRecord]:
         if self.transport == "ringbuf":
             # Returns on a wakeup (every WAKEUP_EVERY samples of a CPU) or at the
-            # timeout; then take whatever is in the buffer, woken or not.
-            self.bpf.ring_buffer_poll(timeout_ms)
-            self.bpf.ring_buffer_consume()
+            # timeout; then take whatever is in the buffer, woken or not.  In the
+            # first second, until the first sample arrives, look every few ms: that
+            # sample, not a wakeup, ends the start-up.  (An idle target may send
+            # none for long: no fast polling then.)
+            step = timeout_ms
+            if not self.times.first_read and \
+                    time.monotonic_ns() - self.times.attach_end < FIRST_SAMPLE_WINDOW_NS:
+                step = min(timeout_ms, FIRST_SAMPLE_POLL_MS)
+            waited = 0
+            while True:
+                self.bpf.ring_buffer_poll(step)
+                self.bpf.ring_buffer_consume()
+                waited += step
+                if self._pending or self.forks or waited >= timeout_ms:
+                    break
         else:
             self.bpf.perf_buffer_poll(timeout_ms)
         out, self._pending = self._pending, []
+        if out and not self.times.first_read:
+            self._first_read(out[0])
         return out
+
+    def _first_read(self, first: BpfRecord) -> None:
+        self.times.first_read = time.monotonic_ns()
+        self.times.first_sample = first.time_ns
+        self.times.cpu_to_first = time.process_time_ns()
+        if os.environ.get(TIMINGS_ENV):
+            print(self.times.line(), file=sys.stderr, flush=True)
 
     def counters(self) -> dict[str, int]:
         c = self.bpf["counters"]
@@ -264,6 +321,37 @@ class BpfSampler:
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+class SamplerStart:
+    """BpfSampler(**kwargs) built in a thread of its own.
+
+    The compile takes most of the start-up and runs outside the GIL, so the caller
+    can do its own set-up meanwhile (read the targets' maps, open their files), then
+    take the sampler with result().  The sampler samples from the end of its build;
+    its buffer holds what comes before the first poll.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._sampler: BpfSampler | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._build, args=(kwargs,),
+                                        name="sframe-prof-sampler-start", daemon=True)
+        self._thread.start()
+
+    def _build(self, kwargs: dict[str, Any]) -> None:
+        try:
+            self._sampler = BpfSampler(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - raised again by result()
+            self._error = exc
+
+    def result(self) -> BpfSampler:
+        """The sampler, once built; raises what BpfSampler() raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._sampler is not None
+        return self._sampler
 
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
