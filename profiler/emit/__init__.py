@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posixpath
 
-from profiler.model import Location, MappingInfo
+from profiler.model import Location, MappingInfo, StackSample
 
 KERNEL_MAPPING = "[kernel.kallsyms]"
 
@@ -44,3 +44,14 @@ def location_label(loc: Location) -> str:
     if loc.mapping is not None:
         return module_offset(loc.mapping, loc.address)
     return f"{loc.address:#x}"
+
+
+def doubt_frame(stack: StackSample) -> int:
+    """How many user frames come before the synthetic `[unreliable: ...]` one: the
+    index of the first user frame in doubt, as the `unwind_doubt_frame` label gives it."""
+    n = 0
+    for loc in stack.locations:
+        if loc.synthetic:
+            break
+        n += not loc.is_kernel
+    return n

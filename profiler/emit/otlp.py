@@ -41,7 +41,7 @@ from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 i
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
-from profiler.emit import KERNEL_MAPPING
+from profiler.emit import KERNEL_MAPPING, doubt_frame
 
 if TYPE_CHECKING:
     from profiler.model import Location, MappingInfo, ProfileData, StackSample
@@ -163,7 +163,7 @@ class _Builder:
         pairs.append(("unwind", "reliable" if stack.reliable else "unreliable"))
         if not stack.reliable:
             pairs.append(("unwind_reason", stack.reason or "unknown"))
-            pairs.append(("unwind_doubt_frame", _doubt_frame(stack)))
+            pairs.append(("unwind_doubt_frame", doubt_frame(stack)))
         return [self.attribute(SAMPLE_ATTRIBUTE.get(k, k), v) for k, v in pairs
                 if k not in self.labels]
 
@@ -211,16 +211,6 @@ class _Builder:
                                                lines=lines)
         self.by_loc[id(loc)] = idx
         return idx
-
-
-def _doubt_frame(stack: StackSample) -> int:
-    """How many user frames come before the synthetic `[unreliable: ...]` one (as pprof)."""
-    n = 0
-    for loc in stack.locations:
-        if loc.synthetic:
-            break
-        n += not loc.is_kernel
-    return n
 
 
 # -- receiving ---------------------------------------------------------------------------

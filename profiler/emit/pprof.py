@@ -34,8 +34,8 @@ import re
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from profiler.emit import KERNEL_MAPPING
-from profiler.model import Location, MappingInfo, ProfileData, StackSample
+from profiler.emit import KERNEL_MAPPING, doubt_frame
+from profiler.model import Location, MappingInfo, ProfileData
 from profiler.proto import profile_pb2
 
 # (start, limit, offset, path, build_id): one pprof Mapping.  MappingInfo.has_functions
@@ -130,7 +130,7 @@ class _Builder:
             self._str_label(sample, "unwind", "reliable" if stack.reliable else "unreliable")
             if not stack.reliable:
                 self._str_label(sample, "unwind_reason", stack.reason or "unknown")
-                self._num_label(sample, "unwind_doubt_frame", _doubt_frame(stack))
+                self._num_label(sample, "unwind_doubt_frame", doubt_frame(stack))
         if self.data.labels:
             # A labelled (agent) profile interns its labels, then its comments, after
             # everything else: the string table order the agent has always written.
@@ -277,16 +277,6 @@ _SHARED_OBJECT = re.compile(r"\.so(\.[\d.]+)?$")
 def _may_be_executable(path: str) -> bool:
     """False for pseudo objects ("[vdso]") and files named like shared objects."""
     return bool(path) and not path.startswith("[") and not _SHARED_OBJECT.search(path)
-
-
-def _doubt_frame(stack: StackSample) -> int:
-    """How many user frames come before the synthetic `[unreliable: ...]` one."""
-    n = 0
-    for loc in stack.locations:
-        if loc.synthetic:
-            break
-        n += not loc.is_kernel
-    return n
 
 
 def _mapping_key(info: MappingInfo) -> _MappingKey:

@@ -45,6 +45,7 @@ from profiler.app.agent.windows import Clock, Window, build_shipments, group_key
 from profiler.app.options import machine_arch
 from profiler.app.pipeline import Pipeline
 from profiler.app.sampling import SamplingLoop
+from profiler.capture.bcc_compile import release_compiler_memory
 from profiler.capture.records import raw_sample
 from profiler.symbolize.resolve import Resolver
 from profiler.unwind.objfile import ObjectCache
@@ -110,38 +111,6 @@ def run(argv: list[str]) -> int:
     finally:
         prof.dump_stats(prof_path)
         log.info("cProfile statistics written to %s", prof_path)
-
-
-def trim_llvm() -> None:
-    """Give back memory bcc's compiler used: the freed heap (malloc_trim) and the code
-    pages of LLVM and clang, which only the one compilation at start-up needed.  The
-    pages are read-only file text: dropping them is invisible except in RSS (they
-    would be read back from the file if ever executed again)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    try:
-        libc.malloc_trim(0)
-    except AttributeError:
-        pass
-    madvise = libc.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madv_dontneed = 4
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 6 or parts[1] != "r-xp":
-            continue
-        name = os.path.basename(parts[5])
-        if not name.startswith(("libLLVM", "libclang")):
-            continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        madvise(lo, hi - lo, madv_dontneed)
 
 
 _LIBC: Any = None
@@ -260,7 +229,7 @@ class Agent:
         # aarch64: the PAC bits of code addresses, as the sampler read them (else None)
         self.pac_mask = getattr(self.sampler, "pac_mask", None)
         if cfg.trim_llvm:
-            trim_llvm()
+            release_compiler_memory()   # again: the sinks and caches are set up now
         # What exists now (modules, bcc, kernel symbols soon) lives for the whole run:
         # keep it out of the cyclic collector's scans, and collect young objects less
         # often (the pipeline's garbage is mostly acyclic tuples and bytes, freed by
