@@ -22,15 +22,11 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from profiler.unwind.process import Process, ProcessTable, Snapshot, stat_fields
 from profiler.unwind.process import read_stat as read_stat_file
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 # A 64-hex-digit id in a cgroup path: docker, containerd (cri-containerd-ID.scope),
 # CRI-O (crio-ID.scope), podman (libpod-ID.scope), Kubernetes pods' containers.
