@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """OTLP encoding time: the generated classes (profiler.emit.otlp) against the old
-hand-written encoder (profiler/app/agent/otlp.py, deleted in issue 12; read from git).
+hand-written encoder (profiler/agent/otlp.py, deleted in issue 12; read from git).
 
 Both encode one realistic agent profile: 2,000 stacks over 500 distinct locations in 16
 mappings, with kernel frames, unreliable stacks and fleet labels.  The old encoder read
@@ -33,7 +33,7 @@ from profiler.emit import otlp  # noqa: E402
 from profiler.emit.pprof import build_profile  # noqa: E402
 from profiler.model import Location, MappingInfo, ProfileData, StackSample  # noqa: E402
 
-OLD_PATH = "profiler/app/agent/otlp.py"
+OLD_PATH = "profiler/agent/otlp.py"
 OLD_REV = "c9cccda"     # the last commit of the hand-written encoder before issue 12
 LABELS = {"region": "eu", "host": "h1", "service": "app", "pid": "1000",
           "agent_version": "0.1.0"}
