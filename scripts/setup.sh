@@ -34,7 +34,7 @@ BASE_PACKAGES=(
     # headless browser for the flame graph tests
     chromium fonts-dejavu-core
     # aarch64 cross tools and libc: the CFI tests compile and read arm64 objects
-    gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
+    gcc-aarch64-linux-gnu g++-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
     # the wild panel (tests/snapshots/wild, tests/integration/test_wild_live.py):
     # distro programs nobody here built, and the C++ workload's compiler
     g++ sqlite3 xz-utils openssl perl

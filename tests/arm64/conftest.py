@@ -61,6 +61,10 @@ def arm64_run(request: pytest.FixtureRequest,
     out = tmp_path_factory.mktemp("arm64")
     log: list[str] = []
     seconds: dict[str, float] = {}
+    # the wild panel's own programs for the guest (e2e.sh runs them from the /src share)
+    build = stream(["bash", "scripts/wild/build_arm64_guest.sh"], term, log)
+    if build != 0:
+        pytest.fail("scripts/wild/build_arm64_guest.sh failed:\n" + "".join(log[-20:]))
     if native():
         term.write(f"\n==> arm64 stage: running {GUEST_SCRIPT} natively\n")
         t0 = time.monotonic()

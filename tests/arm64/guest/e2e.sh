@@ -13,6 +13,8 @@
 #   targets.json                        pid -> program
 #   wild-python.pb.gz, wild-python.log  sframe-prof -p on Debian's python3 running the wild
 #                                       panel's tests/wild/src/pyload.py, 10 s
+#   wild-panel.pb.gz, wild-panel.log    the rest of the panel (perl, gzip, xz, sqlite3,
+#                                       openssl, cxxload, Go goroutines), one 15 s window
 #   guest.json                          kernel, CPU features, PAC mask, versions, timings
 #
 # Targets (each a pac-ret build with SFrame V3 from sid's cross toolchain, run from a
@@ -175,6 +177,40 @@ kill $PYW 2>/dev/null; wait $PYW 2>/dev/null
 cat "$OUT/wild-python.log"
 [ $wrc -eq 0 ] || fail "sframe-prof -p (wild python3) exited with $wrc"
 step "wild python3 profiled"
+
+# The rest of the wild panel, live, in one 15 s window: the guest's own perl, gzip, xz,
+# sqlite3 and openssl (Debian trixie arm64, pac-ret, .eh_frame only), and the panel's
+# C++ program and Go goroutines, cross-built on the host (scripts/wild/build_arm64_guest.sh).
+# The test tells the programs apart by the pprof `process` label.
+PANEL=/tmp/sfp-panel
+rm -rf "$PANEL"; mkdir -p "$PANEL"
+cp "$SRC/build/wild/arm64-guest/cxxload" "$SRC/build/wild/arm64-guest/goroutines" "$PANEL/" \
+    || fail "build/wild/arm64-guest is missing (scripts/wild/build_arm64_guest.sh)"
+cp "$SRC/tests/wild/src/plload.pl" "$SRC/scripts/wild/panel_sqlload.sql" "$PANEL/"
+yes 'the quick brown fox jumps over the lazy dog 0123456789' | head -c 16M > "$PANEL/in"
+LOOPS=()
+# the long runs are the programs themselves; gzip and xz are shell loops (a new process
+# every few seconds, followed by sframe-prof as the loop's children)
+run() { nice -n 19 "$@" >/dev/null 2>&1 & LOOPS+=($!); }
+loop() { nice -n 19 sh -c "while :; do $1; done" >/dev/null 2>&1 & LOOPS+=($!); }
+run perl "$PANEL/plload.pl" 900
+loop "gzip -6 -c $PANEL/in"
+loop "xz -6 -T1 -c $PANEL/in"
+nice -n 19 sqlite3 :memory: < "$PANEL/panel_sqlload.sql" >/dev/null 2>&1 & LOOPS+=($!)
+run openssl speed -seconds 60 -bytes 8192 sha256 rsa2048 ecdsap256
+run "$PANEL/cxxload" 900
+run "$PANEL/goroutines" 900
+sleep 2
+PIDS=$(IFS=,; echo "${LOOPS[*]}")
+sframe-prof -p "$PIDS" -d 15 -o "$OUT/wild-panel.pb.gz" > "$OUT/wild-panel.log" 2>&1
+prc=$?
+for pid in "${LOOPS[@]}"; do pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; done
+pkill -f "$PANEL/" 2>/dev/null
+wait 2>/dev/null
+rm -rf "$PANEL"
+cat "$OUT/wild-panel.log"
+[ $prc -eq 0 ] || fail "sframe-prof -p (wild panel) exited with $prc"
+step "wild panel profiled"
 step "writing guest.json"
 
 "$PY" - "$OUT/guest.json" "{$(IFS=,; echo "${STEPS[*]}")}" <<'EOF'
