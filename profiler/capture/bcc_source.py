@@ -210,10 +210,10 @@ class BpfSampler:
                                   "(kernel headers installed? see scripts/setup.sh)") from None
         self.times.compile_end = time.monotonic_ns()
         self.times.compile_cpu = time.process_time_ns() - cpu0
-        targets = self.bpf["targets"]
+        targets = self.bpf[b"targets"]
         for pid in pids:
             targets[ct.c_uint32(pid)] = ct.c_uint8(1)
-        config = self.bpf["config"]
+        config = self.bpf[b"config"]
         config[ct.c_int(0)] = ct.c_uint32(1 if system_wide else 0)
         config[ct.c_int(1)] = ct.c_uint32(os.getpid())
         config[ct.c_int(2)] = ct.c_uint32(1 if self.follow_children else 0)
@@ -221,14 +221,14 @@ class BpfSampler:
         self.forks: list[tuple[int, int]] = []   # (parent tgid, child pid), oldest first
         self.lost_reported = 0
         if use_ringbuf:
-            self.bpf["events"].open_ring_buffer(self._on_ringbuf)
+            self.bpf[b"events"].open_ring_buffer(self._on_ringbuf)
             if self.follow_children:
-                self.bpf["forks"].open_ring_buffer(self._on_fork_rb)
+                self.bpf[b"forks"].open_ring_buffer(self._on_fork_rb)
         else:
-            self.bpf["events"].open_perf_buffer(self._on_perf, page_cnt=256,
+            self.bpf[b"events"].open_perf_buffer(self._on_perf, page_cnt=256,
                                                 lost_cb=self._on_lost)
             if self.follow_children:
-                self.bpf["forks"].open_perf_buffer(self._on_fork_perf, page_cnt=8)
+                self.bpf[b"forks"].open_perf_buffer(self._on_fork_perf, page_cnt=8)
         ev_type, ev_config = _event(bcc, event)
         try:
             self.bpf.attach_perf_event(ev_type=ev_type, ev_config=ev_config,
@@ -239,7 +239,14 @@ class BpfSampler:
         self.times.attach_end = time.monotonic_ns()
 
     def add_pid(self, pid: int) -> None:
-        self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+        self.bpf[b"targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+
+    def remove_pid(self, pid: int) -> None:
+        """Stop sampling `pid` (it exited); nothing when it was not a target."""
+        try:
+            del self.bpf[b"targets"][ct.c_uint32(pid)]
+        except Exception:  # noqa: BLE001 - bcc raises KeyError or a bare Exception
+            pass
 
     # -- buffer callbacks -------------------------------------------------------
 
@@ -311,7 +318,7 @@ class BpfSampler:
             print(self.times.line(), file=sys.stderr, flush=True)
 
     def counters(self) -> dict[str, int]:
-        c = self.bpf["counters"]
+        c = self.bpf[b"counters"]
         names = {CNT_HITS: "hits", CNT_SUBMITTED: "submitted", CNT_LOST: "lost",
                  CNT_SHORT_COPY: "short_copy", CNT_NO_USER: "no_user",
                  CNT_KERNEL_MODE: "kernel_mode"}

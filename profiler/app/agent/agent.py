@@ -296,14 +296,7 @@ class Agent:
 
     def _untarget(self, pid: int) -> None:
         """Take an exited process out of the kernel's target map."""
-        remove = getattr(self.sampler, "remove_pid", None)
-        try:
-            if remove is not None:
-                remove(pid)
-            else:
-                del self.sampler.bpf["targets"][ctypes.c_uint32(pid)]
-        except Exception:  # noqa: BLE001 - bcc raises KeyError or bare Exception
-            pass
+        self.sampler.remove_pid(pid)
 
     def _stop_sinks(self) -> None:
         deadline = time.monotonic() + max(0.0, self.cfg.flush_timeout)
