@@ -28,7 +28,7 @@ from helpers.proc import run_ok
 
 from profiler.symbolize.symbols import ElfSymbols
 from profiler.unwind import rules as R
-from profiler.unwind.golang.frames import OUTERMOST, GoFrames
+from profiler.unwind.golang.frames import FP_BODY, OUTERMOST, GoFrames
 from profiler.unwind.golang.locate import find_pclntab
 from profiler.unwind.golang.pclntab import FLAG_TOPFRAME, GoPclnError, Pclntab
 from profiler.unwind.objfile import ObjectFile
@@ -223,7 +223,8 @@ def test_pcsp_matches_debug_frame(key: str, arch: str, prog: str) -> None:
     """At every instruction start of the Go text, the CFA from pcsp is the CFA of the
     linker's .debug_frame, and the rules the object hands the unwinder (method
     "gopclntab") agree with it except where they know more: the saved BP on amd64,
-    and the outermost functions."""
+    the outermost functions, and the vDSO callers' bodies, where SP is on another
+    stack and the frame pointer finds the frame."""
     o = obj(key, arch, prog)
     table, cfi = o.gopclntab, o.cfi
     assert table is not None and cfi is not None
@@ -250,6 +251,9 @@ def test_pcsp_matches_debug_frame(key: str, arch: str, prog: str) -> None:
                 continue
             assert method == "gopclntab"
             if rule_shape(rule) == rule_shape(df):
+                continue
+            if fn.name in FP_BODY:    # from the frame pointer: tested on its own below
+                assert rule.cfa_reg == (R.AARCH64_FP if a64 else R.X86_64_RBP)
                 continue
             differ += 1
             if rule.ra_kind == R.LOC_UNDEFINED:     # goexit, mstart, rt0_go
@@ -438,3 +442,40 @@ def test_cgo_switch_return_is_the_switching_call(key: str, arch: str) -> None:
     got = [a for a, _f, _l, _asm in insns[0] if o.go_stack_switch(a - 1) == "end"]
     assert got == [want], (hex(want), [hex(a) for a in got])
     assert o.go_stack_switch(insns[0][into_c[1] + 1][0] - 1) == "stop"
+
+
+_SETS_FP = r"LEAQ 0x[0-9a-f]+\(SP\), BP|MOVQ SP, BP|SUB \$8, RSP, R29"
+_RESTORES_FP = r"MOVQ 0x[0-9a-f]+\(SP\), BP|POPQ BP|LDP -8\(RSP\), \(R29, R30\)|MOVD -8\(RSP\), R29"
+
+
+@pytest.mark.parametrize("key,arch", ARCH_CASES)
+def test_vdso_callers_unwind_from_the_frame_pointer(key: str, arch: str) -> None:
+    """runtime.nanotime1 switches SP to the system stack to call the vDSO: between the
+    instruction that sets its frame pointer and the one that restores it (both found
+    in go tool objdump's listing), its frame comes from the frame pointer, with the
+    frame size pcsp gives; elsewhere in it (prologue, epilogue) SPWRITE gives no rule
+    but at the entry."""
+    o = obj(key, arch, "goroutines")
+    insns = next(i for name, _p, i in objdump(key, arch, "goroutines")
+                 if name == "runtime.nanotime1.abi0")
+    sets = [a for a, _b, _l, asm in insns if re.fullmatch(_SETS_FP, asm)]
+    restores = [a for a, _b, _l, asm in insns if re.fullmatch(_RESTORES_FP, asm)]
+    assert len(sets) == 1 and len(restores) == 1, (sets, restores)
+    after_set = next(a for a, _b, _l, _asm in insns if a > sets[0])
+    size = max(v for _lo, _hi, v in o.go_frames.table.pcsp_rows(  # type: ignore[union-attr]
+        o.go_frames.table.lookup(insns[0][0])))  # type: ignore[union-attr]
+    inside = 0
+    for addr, _b, _l, asm in insns[1:]:
+        rule, _m = o.lookup_rule(addr)
+        if after_set <= addr < restores[0]:
+            inside += 1
+            assert rule is not None, f"{addr:#x} {asm}"
+            if arch == "amd64":
+                assert (rule.cfa_reg, rule.cfa_off, rule.ra_off, rule.fp_off) == \
+                    (R.X86_64_RBP, 16, -8, -16), (hex(addr), rule)
+            else:
+                assert (rule.cfa_reg, rule.cfa_off, rule.ra_off, rule.fp_off) == \
+                    (R.AARCH64_FP, size + 8, -size, -size - 8), (hex(addr), rule)
+        else:
+            assert rule is None, f"{addr:#x} {asm}: {rule}"
+    assert inside > 20

@@ -44,6 +44,19 @@ OUTERMOST = frozenset({"goexit", "mstart", "rt0_go"})
 # (systemstack only returns there after switching; on g0 already it tail-jumps).
 SWITCH_ENDS = frozenset({"systemstack", "mcall", "morestack"})
 MAX_FUNCS_KEPT = 4096
+# SPWRITE functions that switch to the system stack to call the vDSO and switch back,
+# with the frame pointer their prologue set kept all along (the runtime's vDSO calls):
+# between the prologue's setting of the frame pointer and the epilogue's restoring of
+# it, their frame is found from the frame pointer, on whichever stack SP is.
+FP_BODY = frozenset({"runtime.nanotime1.abi0", "runtime.nanotime1",
+                     "runtime.walltime.abi0", "runtime.walltime",
+                     "runtime.walltime1.abi0", "runtime.walltime1"})
+_A64_SET_FP = 0xD10023FD        # sub x29, sp, #8    (Go's arm64 prologue)
+# its epilogue: ldur x29, [sp, #-8] (Go 1.24), or ldp x29, x30, [sp, #-8] (Go 1.19)
+_A64_RESTORE_FP = frozenset({0xF85F83FD, 0xA97FFBFD})
+_X86_LEA_BP8 = b"\x48\x8d\x6c\x24"     # LEAQ disp8(SP), BP
+_X86_LOAD_BP8 = b"\x48\x8b\x6c\x24"    # MOVQ disp8(SP), BP
+_X86_ADD_SP8 = b"\x48\x83\xc4"          # ADDQ $imm8, SP
 
 _X86_SUB_SP8 = b"\x48\x83\xec"          # SUBQ $imm8, SP
 _X86_SUB_SP32 = b"\x48\x81\xec"         # SUBQ $imm32, SP
@@ -61,6 +74,7 @@ class GoFrames:
         # entry -> (function, pcsp rows, pc from which BP is saved or None)
         self._funcs: dict[int, tuple[GoFunc, list[tuple[int, int, int]], int | None]] = {}
         self._switch_ra: dict[int, int | None] = {}
+        self._fp_body: dict[int, tuple[int, int, int] | None] = {}
 
     def _info(self, fn: GoFunc) -> tuple[GoFunc, list[tuple[int, int, int]], int | None]:
         hit = self._funcs.get(fn.entry)
@@ -172,7 +186,7 @@ class GoFrames:
                         R.LOC_SAME, 0, 0), fn
         if fn.flags & FLAG_SPWRITE and vaddr != fn.entry and \
                 self.table.funcid_name(fn.funcid) != "cgocallback":
-            return None, fn
+            return self._fp_body_rule(fn, rows, bp_from, vaddr), fn
         if self.arch == "x86_64":
             if bp_from is not None and sp >= 8 and vaddr >= bp_from:
                 return Rule(R.X86_64_RSP, sp + 8, False, R.LOC_CFA_DEREF, 0, -8,
@@ -184,3 +198,65 @@ class GoFrames:
                         R.LOC_SAME, 0, 0), fn
         return Rule(R.AARCH64_SP, sp, False, R.LOC_CFA_DEREF, 0, -sp,
                     R.LOC_SAME, 0, 0), fn
+
+    # -- the vDSO callers' bodies ---------------------------------------------------
+
+    def _fp_body_rule(self, fn: GoFunc, rows: list[tuple[int, int, int]],
+                      bp_from: int | None, vaddr: int) -> Rule | None:
+        """The frame-pointer rule inside a FP_BODY function's body, or None."""
+        if fn.name not in FP_BODY:
+            return None
+        if fn.entry not in self._fp_body:
+            self._fp_body[fn.entry] = self._find_fp_body(rows, bp_from)
+        body = self._fp_body[fn.entry]
+        if body is None or not body[0] <= vaddr < body[1]:
+            return None
+        n = body[2]
+        if self.arch == "x86_64":   # BP = the saved-BP slot, under the return address
+            return Rule(R.X86_64_RBP, 16, False, R.LOC_CFA_DEREF, 0, -8,
+                        R.LOC_CFA_DEREF, 0, -16)
+        # arm64: x29 = SP after the prologue - 8; the caller's x29 there, LR above it
+        return Rule(R.AARCH64_FP, n + 8, False, R.LOC_CFA_DEREF, 0, -n,
+                    R.LOC_CFA_DEREF, 0, -n - 8)
+
+    def _find_fp_body(self, rows: list[tuple[int, int, int]],
+                      bp_from: int | None) -> tuple[int, int, int] | None:
+        """[first pc with the frame pointer set, pc of its restore) and the frame size,
+        from the prologue and the one epilogue, decoded; None for another shape."""
+        if not rows:
+            return None
+        n = max(v for _lo, _hi, v in rows)
+        if self.arch == "x86_64":
+            return self._x86_fp_body(rows, bp_from, n)
+        entry = rows[0][0]
+        words = self._read(entry, rows[-1][1] - entry)
+        codes = [int.from_bytes(words[i:i + 4], "little") for i in range(0, len(words) - 3, 4)]
+        sets = [i for i, w in enumerate(codes) if w == _A64_SET_FP]
+        restores = [i for i, w in enumerate(codes) if w in _A64_RESTORE_FP]
+        if n <= 0 or len(sets) != 1 or len(restores) != 1 or not sets[0] < restores[0] \
+                or sets[0] > 4:
+            return None
+        return entry + 4 * sets[0] + 4, entry + 4 * restores[0], n
+
+    def _x86_fp_body(self, rows: list[tuple[int, int, int]], bp_from: int | None,
+                     n: int) -> tuple[int, int, int] | None:
+        """The two amd64 shapes: SUBQ $n, SP; MOVQ BP, n-8(SP); LEAQ n-8(SP), BP ...
+        MOVQ n-8(SP), BP; ADDQ $n, SP; RET (Go 1.19), and PUSHQ BP; MOVQ SP, BP ...
+        POPQ BP; RET (later Go)."""
+        read = self._read
+        entry = rows[0][0]
+        pairs = list(zip(rows, rows[1:]))
+        if read(entry, 4) == b"\x55\x48\x89\xe5":          # PUSHQ BP; MOVQ SP, BP
+            pops = [lo for (_l, _h, v0), (lo, _hi, v1) in pairs if v0 == 8 and v1 == 0]
+            if len(pops) != 1 or read(pops[0] - 1, 1) != b"\x5d":
+                return None
+            return entry + 4, pops[0] - 1, n
+        ends = [lo for (_l, _h, v0), (lo, _hi, v1) in pairs if v0 == n and v1 == 0]
+        if bp_from is None or len(ends) != 1 or not 8 < n < 0x80:
+            return None
+        if read(bp_from, 5) != _X86_LEA_BP8 + bytes([n - 8]):
+            return None
+        restore = ends[0] - 4 - 5
+        if read(restore, 9) != _X86_LOAD_BP8 + bytes([n - 8]) + _X86_ADD_SP8 + bytes([n]):
+            return None
+        return bp_from + 5, restore, n
