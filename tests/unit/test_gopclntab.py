@@ -462,6 +462,10 @@ def test_vdso_callers_unwind_from_the_frame_pointer(key: str, arch: str) -> None
     restores = [a for a, _b, _l, asm in insns if re.fullmatch(_RESTORES_FP, asm)]
     assert len(sets) == 1 and len(restores) == 1, (sets, restores)
     after_set = next(a for a, _b, _l, _asm in insns if a > sets[0])
+    # and nothing in between writes the frame pointer (the rule's premise)
+    writes = [asm for a, _b, _l, asm in insns if sets[0] < a < restores[0]
+              and re.search(r", BP$|, R29$|\(R29, |, R29\)", asm)]
+    assert not writes, writes
     size = max(v for _lo, _hi, v in o.go_frames.table.pcsp_rows(  # type: ignore[union-attr]
         o.go_frames.table.lookup(insns[0][0])))  # type: ignore[union-attr]
     inside = 0
