@@ -149,8 +149,9 @@ def test_wild_cpython_live(run: GuestRun, tmp_path: Path, results: dict[str, obj
 #   97.1% rooted; 90.0/93.5% before runtime.nanotime1's frame-pointer rule);
 # * openssl (`openssl speed`), whose time is in libcrypto's arm64 assembly, which has no
 #   CFI (and, stripped, no symbols): measured 7.7-10% reliable.  What is asserted there is
-#   that the verdict is honest -- every unreliable sample says no-unwind-info -- and
-#   that the chains keep their shape to the root (100% rooted).
+#   that the verdict says why -- at least 90% of the unreliable time is no-unwind-info
+#   (measured: all of it) -- and that the chains keep their shape to the root (100%
+#   rooted).
 PANEL = {"perl": 0.95, "gzip": 0.95, "xz": 0.95, "sqlite3": 0.95, "openssl": 0.0,
          "cxxload": 0.95, "goroutines": 0.90}
 GO_ROOTS = frozenset({"runtime.goexit", "runtime.mstart", "runtime.rt0_go"}
@@ -198,10 +199,11 @@ def test_wild_panel_live(run: GuestRun, tmp_path: Path, results: dict[str, objec
     problems = [f"{name}: {s}" for name, s in shares.items()
                 if s["ms"] < 200 or s["reliable"] < PANEL[name]
                 or s["rooted"] < max(PANEL[name], 0.90 if name == "goroutines" else 0.95)]
-    other = {r: v for r, v in seen["openssl"].items()
-             if r.startswith("reason:") and r != "reason:no-unwind-info"}
-    if other:
-        problems.append(f"openssl: unreliable for reasons other than missing CFI: {other}")
+    unreliable = {r: v for r, v in seen["openssl"].items() if r.startswith("reason:")}
+    missing_cfi = unreliable.get("reason:no-unwind-info", 0)
+    if missing_cfi < 0.9 * sum(unreliable.values()):
+        problems.append(f"openssl: unreliable mostly for reasons other than missing CFI: "
+                        f"{unreliable}")
     assert not problems, "\n".join(problems) + "\n" + log
 
 
