@@ -18,7 +18,8 @@ link-time addresses (pc-relative pointers are resolved against the section's
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from profiler.leb128 import sleb, uleb
 
@@ -129,18 +130,7 @@ class Section(Reader):
 
     # -- CIEs and FDEs --------------------------------------------------------
     def cie_at(self, off: int) -> Cie:
-        got = self._cies.get(off)
-        if got is not None:
-            if isinstance(got, str):
-                raise Bad(got)
-            return got
-        try:
-            cie = self._parse_cie(off)
-        except Bad as e:
-            self._cies[off] = msg = f"CIE at 0x{off:x}: {e}"
-            raise Bad(msg) from None
-        self._cies[off] = cie
-        return cie
+        return _memoized(self._cies, off, self._parse_cie, "CIE")
 
     def _parse_cie(self, off: int) -> Cie:
         data = self.data
@@ -192,18 +182,7 @@ class Section(Reader):
         return c
 
     def fde_at(self, off: int) -> Fde:
-        got = self._fdes.get(off)
-        if got is not None:
-            if isinstance(got, str):
-                raise Bad(got)
-            return got
-        try:
-            fde = self._parse_fde(off)
-        except Bad as e:
-            self._fdes[off] = msg = f"FDE at 0x{off:x}: {e}"
-            raise Bad(msg) from None
-        self._fdes[off] = fde
-        return fde
+        return _memoized(self._fdes, off, self._parse_fde, "FDE")
 
     def fde_failed(self, fde: Fde, msg: str) -> str:
         """Remember that `fde`'s instructions are bad; the message names the FDE."""
@@ -319,3 +298,24 @@ class Section(Reader):
             out.append((f.start, f.end))
         return out
 
+
+
+_E = TypeVar("_E")
+
+
+def _memoized(memo: dict[int, _E | str], off: int, parse: Callable[[int], _E],
+              kind: str) -> _E:
+    """The entry at `off`, parsed once; a damaged one is remembered by its message,
+    raised again as Bad on every later lookup."""
+    got = memo.get(off)
+    if got is not None:
+        if isinstance(got, str):
+            raise Bad(got)
+        return got
+    try:
+        entry = parse(off)
+    except Bad as e:
+        memo[off] = msg = f"{kind} at 0x{off:x}: {e}"
+        raise Bad(msg) from None
+    memo[off] = entry
+    return entry
