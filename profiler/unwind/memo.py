@@ -95,13 +95,10 @@ class UnwindMemo:
                offset: int = 0) -> Any:
         """The remembered chain for `key` whose stack words match those of the stack
         at buf[offset:], or None."""
-        entries = self.chains_for(space).get(key)
-        if entries is not None:
-            for check, words, result in entries:
-                if check.unpack_from(buf, offset) == words:
-                    self.hits += 1
-                    return result
-        return None
+        found = self.match(self.chains_for(space), key, buf, offset)
+        if found is not None:
+            self.hits += 1
+        return found
 
     def unwind(self, sample: RawSample, space: AddressSpace,
                key: tuple[object, ...] | None = None) -> Any:
