@@ -22,7 +22,7 @@ from profiler.app.options import Options, machine_arch
 from profiler.app.outputs import check_outputs, write_outputs
 from profiler.app.pipeline import Pipeline
 from profiler.app.sampling import SamplerSource, SamplingLoop
-from profiler.app.summary import summary
+from profiler.app.summary import summary, tables_of
 from profiler.capture.records import raw_sample
 from profiler.errors import SframeProfError
 from profiler.model import RawSample
@@ -277,19 +277,10 @@ class ProfileMode:
         written = write_outputs(data, opts)
         if opts.quiet:
             return
-        summary(self.agg, lost, seconds, sys.stderr, self._tables_of(run))
+        spaces = (p.space for p in run.table.procs.values() if p.space is not None)
+        summary(self.agg, lost, seconds, sys.stderr, tables_of(spaces, self.agg))
         if run.internal_errors:
             print(f"  {run.internal_errors} samples could not be processed (internal "
                   "errors; see the first warning)", file=sys.stderr)
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
-
-    def _tables_of(self, run: LiveRun) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for p in run.table.procs.values():
-            for m in p.mappings:
-                if m.executable and m.path.startswith("/") and m.path not in out:
-                    obj = run.table.open_mapping(p.pid, m)
-                    if obj is not None:
-                        out[m.path] = obj.unwind_tables()
-        return out

@@ -22,7 +22,7 @@ from profiler.aggregate import Aggregator
 from profiler.app.options import Options
 from profiler.app.outputs import check_outputs, write_outputs
 from profiler.app.pipeline import REFRESH_REASONS, Pipeline
-from profiler.app.summary import summary
+from profiler.app.summary import summary, tables_of
 from profiler.capture.fileformat import MapsSnapshot
 from profiler.capture.packed import PackedSamples
 from profiler.capture.reader import Capture, read_capture
@@ -73,24 +73,11 @@ def report(args: argparse.Namespace) -> int:
         if cap.truncated:
             print(f"sframe-prof: {args.capture} ends early (the recorder was stopped); "
                   "using the complete samples", file=sys.stderr)
-        summary(agg, cap.lost_samples or 0, duration / 1e9, sys.stderr, _tables_of(run, agg))
+        summary(agg, cap.lost_samples or 0, duration / 1e9, sys.stderr,
+                tables_of(run.spaces.values(), agg))
         for w in written:
             print(f"  wrote {w}", file=sys.stderr)
     return 0
-
-
-def _tables_of(run: _Run, agg: Aggregator) -> dict[str, str]:
-    """The unwind tables of each binary on some chain (the summary lists them), not
-    of every file the processes mapped."""
-    on_chains = agg.binaries
-    out: dict[str, str] = {}
-    for space in run.spaces.values():
-        for m in space.maps:
-            if m.executable and m.path in on_chains and m.path not in out:
-                obj = space.object_for(m)[0]
-                if obj is not None:
-                    out[m.path] = obj.unwind_tables()
-    return out
 
 
 # Samples per worker process below which another one is not worth its start-up.

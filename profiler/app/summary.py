@@ -4,9 +4,11 @@ often unreliable."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TextIO
 
 from profiler.aggregate import Aggregator
+from profiler.unwind.space import AddressSpace
 
 # What would make a binary's chains reliable, by the unwind tables it has
 # (ObjectFile.unwind_tables), for a hot binary whose chains often are not.
@@ -56,3 +58,18 @@ def summary(agg: Aggregator, lost: int, seconds: float, out: TextIO,
         if kind in ADVICE and st.samples >= max(1, n // 20) and (
                 kind == "none" or pct < HINT_BELOW):
             print(f"  hint: {path} {ADVICE[kind]}", file=out)
+
+
+def tables_of(spaces: Iterable[AddressSpace], agg: Aggregator) -> dict[str, str]:
+    """The unwind tables (ObjectFile.unwind_tables) of each binary on some chain of
+    `agg`, found through the address spaces that map it: the summary's advice needs
+    them, and opening every other file the processes mapped would be wasted."""
+    on_chains = agg.binaries
+    out: dict[str, str] = {}
+    for space in spaces:
+        for m in space.maps:
+            if m.executable and m.path in on_chains and m.path not in out:
+                obj = space.object_for(m)[0]
+                if obj is not None:
+                    out[m.path] = obj.unwind_tables()
+    return out
