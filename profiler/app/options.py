@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 @dataclass
@@ -32,14 +36,20 @@ def machine_arch() -> str:
     return "aarch64" if m in ("aarch64", "arm64") else "x86_64"
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return v
+def positive(kind: Callable[[str], N], what: str) -> Callable[[str], N]:
+    """An argparse type: a number of `kind` above 0 (`what` names it in errors)."""
+    def parse(text: str) -> N:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return v
+    return parse
+
+
+positive_int = positive(int, "an integer")
 
 
 def pid_list(text: str) -> list[int]:

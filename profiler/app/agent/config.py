@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from profiler.app.options import pid_list
+from profiler.app.options import pid_list, positive
 from profiler.errors import SframeProfError
 
 GROUP_BY = ("pid", "service", "container")
@@ -178,18 +178,6 @@ def _size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text}")
-        return v
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sframe-prof agent",
@@ -203,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="print the running agent's last metrics (from the spool dir) and exit")
     g = p.add_argument_group("what to sample")
-    g.add_argument("-F", "--freq", type=_positive(int), metavar="HZ",
+    g.add_argument("-F", "--freq", type=positive(int, "a number"), metavar="HZ",
                    help="samples per second per CPU (default 19)")
     g.add_argument("-p", "--pid", dest="pids", type=pid_list, action="extend",
                    metavar="PID[,PID...]", help="only these processes (and their children)")
@@ -214,11 +202,11 @@ def parser() -> argparse.ArgumentParser:
                    help="only processes whose cgroup path contains PATTERN, or whose "
                         "container id starts with it; repeatable")
     g.add_argument("-e", "--event", choices=("cpu-clock", "task-clock", "cycles"))
-    g.add_argument("--stack-size", type=_positive(int), metavar="BYTES")
-    g.add_argument("--scan-interval", type=_positive(float), metavar="SECONDS",
+    g.add_argument("--stack-size", type=positive(int, "a number"), metavar="BYTES")
+    g.add_argument("--scan-interval", type=positive(float, "a number"), metavar="SECONDS",
                    help="how often /proc is scanned for new matching processes (default 1)")
     g = p.add_argument_group("windows and labels")
-    g.add_argument("--window", type=_positive(float), metavar="SECONDS",
+    g.add_argument("--window", type=positive(float, "a number"), metavar="SECONDS",
                    help="profile length, aligned to wall-clock multiples (default 10)")
     g.add_argument("--group-by", choices=GROUP_BY,
                    help="one profile per pid (default), per service or per container")
@@ -243,11 +231,11 @@ def parser() -> argparse.ArgumentParser:
                    help="OTLP profiles over HTTP (base URL or full /v1development/profiles)")
     g.add_argument("--otlp-header", dest="otlp_headers", type=_kv, action="append",
                    metavar="KEY=VALUE", help="extra HTTP header for --otlp; repeatable")
-    g.add_argument("--timeout", type=_positive(float), metavar="SECONDS",
+    g.add_argument("--timeout", type=positive(float, "a number"), metavar="SECONDS",
                    help="HTTP request timeout (default 10)")
-    g.add_argument("--retry-min", type=_positive(float), metavar="SECONDS",
+    g.add_argument("--retry-min", type=positive(float, "a number"), metavar="SECONDS",
                    help="first retry delay after a failed send (default 1)")
-    g.add_argument("--retry-max", type=_positive(float), metavar="SECONDS",
+    g.add_argument("--retry-max", type=positive(float, "a number"), metavar="SECONDS",
                    help="longest retry delay, doubling from --retry-min (default 30)")
     g.add_argument("--flush-timeout", type=float, metavar="SECONDS",
                    help="at exit, how long to keep sending the spool (default 10)")
@@ -257,11 +245,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--spool-max-bytes", type=_size_arg, metavar="SIZE",
                    help="per sink; the oldest windows are dropped (and counted) beyond it "
                         "(default 256M)")
-    g.add_argument("--cache-objects", type=_positive(int), metavar="N",
+    g.add_argument("--cache-objects", type=positive(int, "a number"), metavar="N",
                    help="ELF files kept with their unwind tables (default 256)")
     g.add_argument("--cache-object-bytes", type=_size_arg, metavar="SIZE",
                    help="byte budget of their unwind tables (default 32M)")
-    g.add_argument("--cache-symbols", type=_positive(int), metavar="N",
+    g.add_argument("--cache-symbols", type=positive(int, "a number"), metavar="N",
                    help="symbol tables kept (default 64)")
     g.add_argument("--cache-symbol-bytes", type=_size_arg, metavar="SIZE",
                    help="estimated byte budget of those tables (default 16M)")
@@ -271,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--no-trim-llvm", dest="trim_llvm", action="store_const", const=False,
                    help="keep bcc's compiler code pages resident after loading")
     g = p.add_argument_group("run")
-    g.add_argument("-d", "--duration", type=_positive(float), metavar="SECONDS",
+    g.add_argument("-d", "--duration", type=positive(float, "a number"), metavar="SECONDS",
                    help="stop after this long (default: run until SIGTERM)")
     g.add_argument("-q", "--quiet", action="store_const", const=True,
                    help="no log line per window")
