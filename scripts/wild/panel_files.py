@@ -33,11 +33,8 @@ from elftools.elf.elffile import ELFFile
 
 
 def sha256(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_parts(parts: list[str]) -> list[dict[str, Any]]:
